@@ -1,0 +1,436 @@
+//! `config/broker.yaml`: the raw serde types (every struct rejects unknown fields), the
+//! default JetStream streams, environment overrides and validation.
+//!
+//! Loading is two-stage: the YAML is parsed into a tree, every problem in it is collected
+//! (unknown fields, wrong types, bad units, then semantic checks) and only a config with no
+//! problem at all is returned. Talks to nothing but the file system (reading the file).
+
+mod collect;
+mod env;
+mod streams;
+pub mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use env::{apply_env_overrides, EnvSource};
+pub use streams::{default_streams, Discard, Retention, StorageKind, StreamConfig, StreamSpec};
+pub use units::{ByteSize, Span};
+
+/// The whole `broker.yaml`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub service: ServiceConfig,
+    pub nats: NatsConfig,
+    /// Streams merged over the defaults (`MARKET_DATA`, `SYSTEM_EVENTS`, `SERVICE_LOGS`).
+    pub streams: BTreeMap<String, StreamConfig>,
+    pub router: RouterConfig,
+}
+
+/// The REST API and process-wide settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Address the REST API binds (`API_HOST`).
+    pub host: String,
+    /// Port of the REST API (`API_PORT`); 0 picks a free port (tests).
+    pub port: u16,
+    /// Free-form environment name reported by `/api/v1/status` (`ENVIRONMENT`).
+    pub environment: String,
+    /// When set, mutating endpoints need `Authorization: Bearer <token>` (`PRISM_API_TOKEN`).
+    pub api_token: Option<String>,
+    /// `trace`, `debug`, `info`, `warn`, `error`, or a tracing filter (`LOG_LEVEL`).
+    pub log_level: String,
+    /// `text` for people, `json` for log shippers.
+    pub log_format: LogFormat,
+    /// Largest accepted request body; larger ones get 413 `PAYLOAD_TOO_LARGE`.
+    pub max_request_size: ByteSize,
+    /// Upper bound on any NATS request made on behalf of an API call, so nothing hangs.
+    pub request_timeout: Span,
+    /// How long shutdown waits for in-flight HTTP requests.
+    pub shutdown_timeout: Span,
+    /// actix-web worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            host: "127.0.0.1".into(),
+            port: 8086,
+            environment: "development".into(),
+            api_token: None,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            max_request_size: ByteSize(1 << 20),
+            request_timeout: Span::secs(5),
+            shutdown_timeout: Span::secs(5),
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The NATS server: supervised child (`auto_start: true`) or external server / cluster.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// true: start and supervise our own `nats-server`; false: connect to `url`.
+    pub auto_start: bool,
+    /// The server binary: a path, or a name looked up on PATH.
+    pub binary: String,
+    /// External server URL(s) (`NATS_URL`); a list for a cluster. Ignored with `auto_start`,
+    /// where the client connects to `host:port` of the child.
+    pub url: UrlList,
+    /// Address the child listens on (client, monitoring and cluster ports).
+    pub host: String,
+    /// Client port of the child.
+    pub port: u16,
+    /// Monitoring port of the child (`/healthz`, `/varz`, `/jsz`); 0 disables it (external).
+    pub http_port: u16,
+    /// JetStream store, generated server config, pid file and server log.
+    pub data_dir: PathBuf,
+    /// Name the child reports; default `prism-nats-<port>`.
+    pub server_name: Option<String>,
+    pub jetstream: JetStreamLimits,
+    pub limits: ServerLimits,
+    pub cluster: ClusterConfig,
+    /// Client accounts written into the child's config; the broker adds its own user.
+    pub users: Vec<UserConfig>,
+    pub tls: Option<TlsConfig>,
+    /// Backoff between restarts of a child that died.
+    pub restart: RestartConfig,
+    /// How long to wait for `/healthz` after starting the child.
+    pub ready_timeout: Span,
+    /// How long to wait for the child to exit after SIGTERM before SIGKILL.
+    pub stop_timeout: Span,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            auto_start: true,
+            binary: "nats-server".into(),
+            url: UrlList::One("nats://127.0.0.1:4222".into()),
+            host: "127.0.0.1".into(),
+            port: 4222,
+            http_port: 8222,
+            data_dir: PathBuf::from("data/nats"),
+            server_name: None,
+            jetstream: JetStreamLimits::default(),
+            limits: ServerLimits::default(),
+            cluster: ClusterConfig::default(),
+            users: Vec::new(),
+            tls: None,
+            restart: RestartConfig::default(),
+            ready_timeout: Span::secs(10),
+            stop_timeout: Span::secs(5),
+        }
+    }
+}
+
+impl NatsConfig {
+    /// The URLs the broker's own client connects to.
+    pub fn client_urls(&self) -> Vec<String> {
+        if self.auto_start {
+            let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+            let host = match self.host.as_str() {
+                "0.0.0.0" | "" => "127.0.0.1",
+                "::" => "::1",
+                other => other,
+            };
+            vec![format!("{scheme}://{host}:{}", self.port)]
+        } else {
+            self.url.to_vec()
+        }
+    }
+}
+
+/// One URL or a list of them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum UrlList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl UrlList {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            UrlList::One(url) => url
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+                .collect(),
+            UrlList::Many(urls) => urls.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JetStreamLimits {
+    pub max_memory: ByteSize,
+    pub max_storage: ByteSize,
+}
+
+impl Default for JetStreamLimits {
+    fn default() -> Self {
+        JetStreamLimits {
+            max_memory: ByteSize(1 << 30),
+            max_storage: ByteSize(10 << 30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerLimits {
+    pub max_payload: ByteSize,
+    pub max_connections: u32,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_payload: ByteSize(1 << 20),
+            max_connections: 1000,
+        }
+    }
+}
+
+/// Set `name` and `routes` to join a cluster.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub name: Option<String>,
+    pub port: u16,
+    /// Seed routes, e.g. `nats-route://node2:6222`.
+    pub routes: Vec<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            name: None,
+            port: 6222,
+            routes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserConfig {
+    pub user: String,
+    pub password: String,
+    pub permissions: Option<Permissions>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: Option<PathBuf>,
+    /// Require and verify client certificates.
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestartConfig {
+    pub initial_backoff: Span,
+    pub max_backoff: Span,
+    /// A child that stayed up this long resets the backoff to `initial_backoff`.
+    pub reset_after: Span,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        RestartConfig {
+            initial_backoff: Span::millis(250),
+            max_backoff: Span::secs(30),
+            reset_after: Span::secs(60),
+        }
+    }
+}
+
+/// The router: where rules live and how it consumes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    pub routes_dir: PathBuf,
+    pub transforms_dir: PathBuf,
+    /// Reload on file change; SIGHUP and `POST /api/v1/routes/reload` always work.
+    pub watch: bool,
+    pub dead_letter_prefix: String,
+    /// Queue group of core-NATS sources unless a route names its own.
+    pub queue_group: String,
+    /// Defaults for JetStream-sourced routes' durable consumers.
+    pub consumer: ConsumerDefaults,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            routes_dir: PathBuf::from("routes.d"),
+            transforms_dir: PathBuf::from("transforms"),
+            watch: true,
+            dead_letter_prefix: "deadletter".into(),
+            queue_group: "prism-router".into(),
+            consumer: ConsumerDefaults::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerDefaults {
+    pub ack_wait: Span,
+    pub max_ack_pending: i64,
+    pub max_deliver: i64,
+}
+
+impl Default for ConsumerDefaults {
+    fn default() -> Self {
+        ConsumerDefaults {
+            ack_wait: Span::secs(30),
+            max_ack_pending: 10_000,
+            max_deliver: 5,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The streams the service ensures: the defaults with `streams:` merged over them.
+    pub fn effective_streams(&self) -> Vec<StreamSpec> {
+        streams::merge(&self.streams)
+    }
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted field path, e.g. `nats.jetstream.max_memory`; empty for the whole document.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigProblem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigProblem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a config could not be loaded; `Display` prints one `file: field: problem` line each.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read config: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{}", format_problems(.file, .problems))]
+    Invalid {
+        file: String,
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[ConfigProblem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+fn format_problems(file: &str, problems: &[ConfigProblem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if p.path.is_empty() {
+            out.push_str(&format!("{file}: {}", p.message));
+        } else {
+            out.push_str(&format!("{file}: {}: {}", p.path, p.message));
+        }
+    }
+    out
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Reads, parses, overrides from the process environment and validates `path`.
+/// A missing file at the default location is not an error: the defaults apply.
+pub fn load(path: &Path) -> Result<BrokerConfig, ConfigError> {
+    load_with_env(path, &EnvSource::process())
+}
+
+/// [`load`] with an explicit environment (tests).
+pub fn load_with_env(path: &Path, env: &EnvSource) -> Result<BrokerConfig, ConfigError> {
+    let file = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(source) => return Err(ConfigError::Read { file, source }),
+    };
+    parse(&text, &file, env)
+}
+
+/// Parses YAML text into a validated config, collecting every problem.
+pub fn parse(text: &str, file: &str, env: &EnvSource) -> Result<BrokerConfig, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        file: file.to_string(),
+        problems,
+    };
+    let tree: serde_json::Value = if text.trim().is_empty() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_saphyr::from_str(text)
+            .map_err(|e| invalid(vec![ConfigProblem::new("", format!("invalid yaml: {e}"))]))?
+    };
+    let tree = match tree {
+        serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+        other => other,
+    };
+    let mut config: BrokerConfig = collect::deserialize_all(&tree).map_err(invalid)?;
+    let mut problems = apply_env_overrides(&mut config, env);
+    problems.extend(validate::validate(&config));
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(invalid(problems))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,28 @@
+//! prism-broker: the message broker service of the MarketPrism market-data platform.
+//!
+//! Crate map, one line per module and its job:
+//!
+//! - [`config`]: `broker.yaml` raw serde types, units (sizes, durations), env overrides and
+//!   validation that collects every problem (no I/O beyond reading the file).
+//! - [`nats`]: the supervised `nats-server` child (`NatsProcessActor`), generation of its
+//!   config file, and the shared async-nats client connection.
+//! - [`streams`]: `StreamActor`, JetStream stream config mapping, default streams.
+//! - [`routing`]: pure rule language: subject patterns, conditions, templates, the compiled
+//!   route table. No actix, no I/O.
+//! - [`transforms`]: the `Transform` trait, its registry and one file per step kind.
+//! - [`router`]: `RouterActor`, subscription/consumer tasks, publishing, dead letters, reload.
+//! - [`stats`]: `StatsActor` and every metric, declared once.
+//! - [`subject`]: NATS subject and filter syntax, matching and overlap (pure).
+//! - [`api`]: actix-web wiring (`api::configure`), handlers, the response envelope, `ApiError`.
+//! - [`service`]: start-up and shutdown of the whole service, used by `main.rs` and tests.
+
+pub mod api;
+pub mod config;
+pub mod nats;
+pub mod router;
+pub mod routing;
+pub mod service;
+pub mod stats;
+pub mod streams;
+pub mod subject;
+pub mod transforms;

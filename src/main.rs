@@ -1,9 +1,16 @@
-//! Command line: `serve` (default), `check`, `test DIR`; tracing init; exit codes.
+//! Command line: `serve` (default), `check`, `test DIR`; tracing init, signals, exit codes.
+//!
+//! Exit status: 0 after a clean shutdown, 1 when start-up or the service fails, 2 when the
+//! configuration is invalid (every problem is printed as `file: field: problem`).
 
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use prism_broker::config::{self, BrokerConfig, LogFormat};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,8 +39,70 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => ExitCode::SUCCESS,
+        Command::Serve => serve(&cli.config),
         Command::Check => prism_broker::routing::cli::check(&cli.config),
         Command::Test { dir } => prism_broker::routing::cli::test(&dir, &cli.config),
+    }
+}
+
+fn serve(config_path: &std::path::Path) -> ExitCode {
+    let config = match config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("prism-broker: invalid configuration, not starting");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config);
+    let listener = match TcpListener::bind((config.service.host.as_str(), config.service.port)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!(host = %config.service.host, port = config.service.port, error = %e, "cannot bind the http api");
+            eprintln!(
+                "prism-broker: cannot bind the http api on {}:{} (service.port): {e}",
+                config.service.host, config.service.port
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let system = actix_rt::System::new();
+    let result = system.block_on(run(config, listener));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "service failed");
+            eprintln!("prism-broker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: BrokerConfig, listener: TcpListener) -> anyhow::Result<()> {
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let shutdown = async move {
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => { info!(signal = "SIGTERM", "stop requested"); break; }
+                _ = sigint.recv() => { info!(signal = "SIGINT", "stop requested"); break; }
+                _ = sighup.recv() => info!(signal = "SIGHUP", "reload requested"),
+            }
+        }
+    };
+    prism_broker::service::run(config, listener, shutdown).await?;
+    Ok(())
+}
+
+fn init_tracing(config: &BrokerConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.service.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.service.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
     }
 }

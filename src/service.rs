@@ -1,1 +1,115 @@
-//! service
+//! Start-up and shutdown of the whole service, as `main.rs` and the tests run it:
+//! supervise (or find) NATS, connect the shared client, serve HTTP on an already-bound
+//! listener until `shutdown` resolves, then stop HTTP, the client and the child in order.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Addr, Supervisor};
+use actix_web::{web, App, HttpServer};
+use tracing::{info, warn};
+
+use crate::api::{self, AppState};
+use crate::config::BrokerConfig;
+use crate::nats::{
+    self, server_conf, NatsProcessActor, NatsProcessError, NatsState, ServerPorts, StartServer,
+    StopServer,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Nats(#[from] NatsProcessError),
+    #[error(transparent)]
+    Client(#[from] nats::client::ClientError),
+    #[error("nats process actor is gone: {0}")]
+    Mailbox(#[from] actix::MailboxError),
+    #[error("http server failed: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Runs the service until `shutdown` resolves. Must be called inside an actix `System`.
+pub async fn run(
+    config: BrokerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServiceError> {
+    let config = Arc::new(config);
+    let nats_cfg = &config.nats;
+    let mut credentials = None;
+    let mut process: Option<Addr<NatsProcessActor>> = None;
+
+    let nats_state = if nats_cfg.auto_start {
+        let binary = nats::find_binary(&nats_cfg.binary)?;
+        credentials = server_conf::broker_credentials(nats_cfg);
+        let state = Arc::new(NatsState::supervised(ServerPorts {
+            client: nats_cfg.port,
+            http: nats_cfg.http_port,
+            cluster: nats_cfg
+                .cluster
+                .name
+                .as_ref()
+                .map(|_| nats_cfg.cluster.port),
+        }));
+        let actor_cfg = nats_cfg.clone();
+        let actor_state = state.clone();
+        let actor_credentials = credentials.clone();
+        let addr = Supervisor::start(move |_| {
+            NatsProcessActor::new(actor_cfg, binary, actor_credentials, actor_state)
+        });
+        let pid = addr.send(StartServer).await??;
+        info!(pid, port = nats_cfg.port, "supervised nats-server is ready");
+        process = Some(addr);
+        state
+    } else {
+        info!(urls = ?nats_cfg.client_urls(), "using external nats");
+        Arc::new(NatsState::external())
+    };
+
+    let client = nats::connect(
+        nats_cfg,
+        credentials.as_ref(),
+        config.service.request_timeout.duration(),
+        nats_state.clone(),
+    )
+    .await?;
+
+    let app_state = web::Data::new(AppState::new(config.clone(), nats_state, client.clone()));
+    let max_body = config.service.max_request_size.bytes() as usize;
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .app_data(web::JsonConfig::default().limit(max_body))
+            .app_data(web::PayloadConfig::new(max_body))
+            .configure(api::configure)
+    })
+    .disable_signals()
+    .shutdown_timeout(config.service.shutdown_timeout.duration().as_secs().max(1));
+    if config.service.workers > 0 {
+        server = server.workers(config.service.workers);
+    }
+    let addr = listener.local_addr()?;
+    let server = server.listen(listener)?.run();
+    let handle = server.handle();
+    info!(%addr, "http api listening");
+
+    let server_task = actix_rt::spawn(server);
+    shutdown.await;
+    info!("shutting down");
+    handle.stop(true).await;
+    let _ = server_task.await;
+    if tokio::time::timeout(Duration::from_secs(1), client.flush())
+        .await
+        .is_err()
+    {
+        warn!("nats client flush timed out during shutdown");
+    }
+    drop(client);
+    if let Some(process) = process {
+        process.send(StopServer).await?;
+    }
+    info!("shutdown complete");
+    Ok(())
+}

@@ -69,7 +69,7 @@ impl Default for ServiceConfig {
             log_format: LogFormat::Text,
             max_request_size: ByteSize(1 << 20),
             request_timeout: Span::secs(5),
-            shutdown_timeout: Span::secs(5),
+            shutdown_timeout: Span::secs(3),
             workers: 0,
         }
     }

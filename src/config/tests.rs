@@ -164,3 +164,12 @@ fn yaml_syntax_error_is_reported() {
     let err = parse_str("service: [unclosed\n").unwrap_err();
     assert!(err.to_string().contains("invalid yaml"), "{err}");
 }
+
+#[test]
+fn the_docker_config_is_valid() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/docker.yaml"))
+        .unwrap();
+    let config = parse_str(&text).unwrap();
+    assert_eq!(config.nats.host, "0.0.0.0");
+    assert_eq!(config.nats.client_urls(), ["nats://127.0.0.1:4222"]);
+}

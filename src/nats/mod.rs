@@ -1,5 +1,15 @@
 //! NATS: the supervised `nats-server` child (`NatsProcessActor`), generation of its config
-//! file, and the shared async-nats client connection the other actors use.
+//! file, the shared async-nats client connection, and the state the rest of the service
+//! reads about them.
+
+pub mod client;
+pub mod process;
+pub mod server_conf;
+pub mod state;
+
+pub use client::connect;
+pub use process::{find_binary, NatsProcessActor, NatsProcessError, StartServer, StopServer};
+pub use state::{NatsState, ServerPorts};
 
 /// The user the broker adds to the child's config for its own connection when
 /// `nats.users` is set.

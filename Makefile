@@ -1,0 +1,28 @@
+# prism-broker: `make run` starts the service with config/broker.yaml (it starts its own
+# nats-server under data/); `make test` runs the whole test suite.
+.PHONY: run test deps build lint fmt bench check-rules
+
+CONFIG ?= config/broker.yaml
+
+deps:
+	@./scripts/install-nats-server.sh
+
+build:
+	cargo build --release
+
+run: deps build
+	./target/release/prism-broker --config $(CONFIG) serve
+
+test: deps
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --no-fail-fast; \
+	else \
+		cargo test --no-fail-fast; \
+	fi
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all

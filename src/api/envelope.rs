@@ -1,0 +1,133 @@
+//! The seed's response envelope and the API error type.
+//!
+//! Success: `{"status":"success","message":…,"data":…,"timestamp":…}`.
+//! Error: `{"status":"error","error_code":…,"message":…,"data":null|details,"timestamp":…}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// The seed's error codes plus ours; serialized as `SCREAMING_SNAKE_CASE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    NatsConnectionError,
+    NatsServerError,
+    StreamNotFound,
+    StreamCreationError,
+    MessagePublishError,
+    InvalidStreamData,
+    InvalidMessageData,
+    JetstreamError,
+    InvalidParameters,
+    ServiceUnavailable,
+    InternalError,
+    Unauthorized,
+    PayloadTooLarge,
+    RouteNotFound,
+    InvalidRoutes,
+    NotFound,
+    MethodNotAllowed,
+}
+
+impl ErrorCode {
+    /// The HTTP status a code maps to unless an endpoint says otherwise.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::NatsConnectionError | ErrorCode::ServiceUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorCode::StreamNotFound | ErrorCode::RouteNotFound | ErrorCode::NotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ErrorCode::StreamCreationError => StatusCode::CONFLICT,
+            ErrorCode::InvalidStreamData
+            | ErrorCode::InvalidMessageData
+            | ErrorCode::InvalidParameters
+            | ErrorCode::InvalidRoutes => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::NatsServerError
+            | ErrorCode::MessagePublishError
+            | ErrorCode::JetstreamError
+            | ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Now as RFC 3339 UTC with milliseconds, e.g. `2025-06-29T05:32:44.123Z`.
+pub fn timestamp() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A 200 response in the success envelope.
+pub fn success(message: impl Into<String>, data: impl Serialize) -> HttpResponse {
+    success_with(StatusCode::OK, message, data)
+}
+
+pub fn success_with(
+    status: StatusCode,
+    message: impl Into<String>,
+    data: impl Serialize,
+) -> HttpResponse {
+    HttpResponse::build(status).json(json!({
+        "status": "success",
+        "message": message.into(),
+        "data": data,
+        "timestamp": timestamp(),
+    }))
+}
+
+/// An error answered in the error envelope.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub status: StatusCode,
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            status: code.status(),
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    pub fn body(&self) -> Value {
+        json!({
+            "status": "error",
+            "error_code": self.code,
+            "message": self.message,
+            "data": self.data,
+            "timestamp": timestamp(),
+        })
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(self.body())
+    }
+}

@@ -1,0 +1,98 @@
+//! The one shared async-nats connection: reconnects forever with a short capped delay (so
+//! a restarted child is picked up quickly), logs connection events and keeps
+//! [`NatsState`] informed. Every actor and handler clones this client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{ConnectOptions, Event};
+use tracing::{info, warn};
+
+use super::server_conf::BrokerCredentials;
+use super::state::NatsState;
+use crate::config::NatsConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to nats at {urls}: {source}")]
+    Connect {
+        urls: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("invalid nats url {url:?}: {reason}")]
+    Url { url: String, reason: String },
+}
+
+/// Connects in the background: returns at once, `NatsState::client_connected` says when
+/// the connection is up. Requests made through it time out after `request_timeout`.
+pub async fn connect(
+    nats: &NatsConfig,
+    credentials: Option<&BrokerCredentials>,
+    request_timeout: Duration,
+    state: Arc<NatsState>,
+) -> Result<async_nats::Client, ClientError> {
+    let urls = nats.client_urls();
+    let addrs = urls
+        .iter()
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|e| ClientError::Url {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut options = ConnectOptions::new()
+        .name("prism-broker")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .request_timeout(Some(request_timeout))
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((50 * attempts as u64).min(1000))
+        })
+        .event_callback(move |event| {
+            let state = state.clone();
+            async move {
+                match event {
+                    Event::Connected => {
+                        state.set_client_connected(true);
+                        info!(
+                            reconnects = state.client_reconnects(),
+                            "nats client connected"
+                        );
+                    }
+                    Event::Disconnected => {
+                        state.set_client_connected(false);
+                        warn!("nats client disconnected");
+                    }
+                    Event::Closed => {
+                        state.set_client_connected(false);
+                        info!("nats client closed");
+                    }
+                    Event::SlowConsumer(sid) => warn!(sid, "nats slow consumer"),
+                    Event::LameDuckMode => warn!("nats server entered lame duck mode"),
+                    Event::Draining => info!("nats client draining"),
+                    Event::ServerError(e) => warn!(error = %e, "nats server error"),
+                    Event::ClientError(e) => warn!(error = %e, "nats client error"),
+                }
+            }
+        });
+    if let Some(credentials) = credentials {
+        options = options.user_and_password(credentials.user.clone(), credentials.password.clone());
+    }
+    if let Some(tls) = &nats.tls {
+        options = options.require_tls(true);
+        if let Some(ca) = &tls.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+    }
+    options
+        .connect(addrs)
+        .await
+        .map_err(|source| ClientError::Connect {
+            urls: urls.join(","),
+            source,
+        })
+}

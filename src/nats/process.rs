@@ -1,0 +1,581 @@
+//! `NatsProcessActor`: owns the supervised `nats-server` child. It writes the generated
+//! config, has the server test it, starts the child with its output going to a log file
+//! under `data_dir`, waits for `/healthz`, restarts a child that died with capped
+//! exponential backoff, takes `/varz` and `/jsz` snapshots on a timer, and stops the child
+//! gracefully (SIGTERM, wait, SIGKILL) on shutdown.
+//!
+//! No orphan is left behind: the child gets `PR_SET_PDEATHSIG(SIGKILL)` so it dies with us
+//! even when we are killed, and a pid file left by an earlier run whose server still runs
+//! from our config is killed before the next start, so its ports are free again.
+
+use std::io;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::server_conf::{self, BrokerCredentials, ServerPaths};
+use super::state::NatsState;
+use crate::config::NatsConfig;
+
+/// How often the monitoring snapshots are refreshed.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(5);
+/// Bound on one monitoring request.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsProcessError {
+    #[error(
+        "nats-server binary {0:?} not found; install it with `apt-get install nats-server` \
+         (Debian/Ubuntu) or set nats.binary to its path"
+    )]
+    BinaryNotFound(String),
+    #[error("port {port} ({field}) is already in use on {host}; stop what listens there or choose another port")]
+    PortInUse {
+        host: String,
+        port: u16,
+        field: &'static str,
+    },
+    #[error("cannot bind {host}:{port} ({field}): {source}")]
+    PortCheck {
+        host: String,
+        port: u16,
+        field: &'static str,
+        source: io::Error,
+    },
+    #[error("cannot prepare {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("nats-server rejected the generated config {path}: {output}")]
+    ConfigRejected { path: String, output: String },
+    #[error("cannot start nats-server: {0}")]
+    Spawn(io::Error),
+    #[error("nats-server exited during start-up ({status}); last log lines: {log}")]
+    ExitedEarly { status: String, log: String },
+    #[error("nats-server did not become ready on http://{host}:{port}/healthz within {timeout:?}")]
+    NotReady {
+        host: String,
+        port: u16,
+        timeout: Duration,
+    },
+    #[error("nats-server is being stopped")]
+    Stopping,
+}
+
+/// Resolves `nats.binary`: a path is taken as it is, a bare name is looked up on PATH.
+pub fn find_binary(binary: &str) -> Result<PathBuf, NatsProcessError> {
+    let is_executable = |path: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        path.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if binary.contains('/') {
+        let path = PathBuf::from(binary);
+        return if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(NatsProcessError::BinaryNotFound(binary.to_string()))
+        };
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join(binary))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| NatsProcessError::BinaryNotFound(binary.to_string()))
+}
+
+/// Everything needed to launch one child; cloned into the async start-up future.
+#[derive(Debug, Clone)]
+struct Launcher {
+    config: NatsConfig,
+    binary: PathBuf,
+    paths: ServerPaths,
+    http: reqwest::Client,
+}
+
+/// A child that passed its readiness probe.
+struct Running {
+    child: tokio::process::Child,
+    pid: u32,
+}
+
+impl Launcher {
+    fn ports(&self) -> Vec<(&'static str, u16)> {
+        let mut ports = vec![
+            ("nats.port", self.config.port),
+            ("nats.http_port", self.config.http_port),
+        ];
+        if self.config.cluster.name.is_some() {
+            ports.push(("nats.cluster.port", self.config.cluster.port));
+        }
+        ports
+    }
+
+    /// Fails with `PortInUse` naming the first port something else listens on.
+    fn check_ports(&self) -> Result<(), NatsProcessError> {
+        let host = self.config.host.as_str();
+        for (field, port) in self.ports() {
+            if let Err(source) = TcpListener::bind((host, port)) {
+                return Err(if source.kind() == io::ErrorKind::AddrInUse {
+                    NatsProcessError::PortInUse {
+                        host: host.to_string(),
+                        port,
+                        field,
+                    }
+                } else {
+                    NatsProcessError::PortCheck {
+                        host: host.to_string(),
+                        port,
+                        field,
+                        source,
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills a server that an earlier run of ours left behind (its pid file names a live
+    /// nats-server started from our config file).
+    async fn kill_stale(&self) {
+        let Ok(text) = std::fs::read_to_string(&self.paths.pid_file) else {
+            return;
+        };
+        let Ok(pid) = text.trim().parse::<i32>() else {
+            return;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let ours = cmdline.contains("nats-server")
+            && cmdline.contains(&self.paths.config_file.display().to_string());
+        if !ours {
+            return;
+        }
+        warn!(pid, "killing a nats-server left running by an earlier run");
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = std::fs::remove_file(&self.paths.pid_file);
+    }
+
+    fn io_err(path: &Path) -> impl FnOnce(io::Error) -> NatsProcessError + '_ {
+        move |source| NatsProcessError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Writes the server config and has `nats-server -t` check it.
+    async fn write_config(
+        &self,
+        credentials: Option<&BrokerCredentials>,
+    ) -> Result<(), NatsProcessError> {
+        std::fs::create_dir_all(&self.paths.store_dir)
+            .map_err(Self::io_err(&self.paths.store_dir))?;
+        let text = server_conf::render(&self.config, &self.paths, credentials);
+        std::fs::write(&self.paths.config_file, text)
+            .map_err(Self::io_err(&self.paths.config_file))?;
+        let output = tokio::process::Command::new(&self.binary)
+            .arg("-t")
+            .arg("-c")
+            .arg(&self.paths.config_file)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(NatsProcessError::Spawn)?;
+        if !output.status.success() {
+            let mut text = String::from_utf8_lossy(&output.stderr).trim().to_string();
+            if text.is_empty() {
+                text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            }
+            return Err(NatsProcessError::ConfigRejected {
+                path: self.paths.config_file.display().to_string(),
+                output: text.replace('\n', "; "),
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts the child and waits until `/healthz` answers 200.
+    async fn launch(&self) -> Result<Running, NatsProcessError> {
+        self.kill_stale().await;
+        self.check_ports()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.paths.log_file)
+            .map_err(Self::io_err(&self.paths.log_file))?;
+        let log_err = log
+            .try_clone()
+            .map_err(Self::io_err(&self.paths.log_file))?;
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .arg("-c")
+            .arg(&self.paths.config_file)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            // Own process group: a terminal's Ctrl-C reaches us, and we stop the child.
+            .process_group(0)
+            .kill_on_drop(false);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
+            });
+        }
+        let mut child = command.spawn().map_err(NatsProcessError::Spawn)?;
+        let pid = child.id().unwrap_or_default();
+        info!(
+            pid,
+            port = self.config.port,
+            http_port = self.config.http_port,
+            "nats-server started"
+        );
+
+        let url = format!(
+            "http://{}:{}/healthz",
+            probe_host(&self.config.host),
+            self.config.http_port
+        );
+        let timeout = self.config.ready_timeout.duration();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(NatsProcessError::ExitedEarly {
+                    status: status.to_string(),
+                    log: tail_lines(&self.paths.log_file, 5),
+                });
+            }
+            let ok = self
+                .http
+                .get(&url)
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            if ok {
+                return Ok(Running { child, pid });
+            }
+            if Instant::now() >= deadline {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(NatsProcessError::NotReady {
+                    host: self.config.host.clone(),
+                    port: self.config.http_port,
+                    timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The address to probe: a wildcard listen address is reached on loopback.
+fn probe_host(host: &str) -> &str {
+    match host {
+        "0.0.0.0" | "" => "127.0.0.1",
+        "::" => "::1",
+        other => other,
+    }
+}
+
+/// The last `n` non-empty lines of a file, joined with ` | `.
+fn tail_lines(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// Supervises the `nats-server` child. Start it with [`actix::Supervisor`]; send
+/// [`StartServer`] once and await it before connecting clients, [`StopServer`] on shutdown.
+pub struct NatsProcessActor {
+    launcher: Launcher,
+    credentials: Option<BrokerCredentials>,
+    state: Arc<NatsState>,
+    /// Bumped at each launch; exits of older children are ignored.
+    generation: u64,
+    pid: Option<u32>,
+    /// Flips to true when the current child has exited.
+    exited: Option<watch::Receiver<bool>>,
+    backoff: Duration,
+    up_since: Option<Instant>,
+    stopping: bool,
+    restart_pending: bool,
+}
+
+impl NatsProcessActor {
+    pub fn new(
+        config: NatsConfig,
+        binary: PathBuf,
+        credentials: Option<BrokerCredentials>,
+        state: Arc<NatsState>,
+    ) -> Self {
+        let data_dir = absolute(&config.data_dir);
+        let backoff = config.restart.initial_backoff.duration();
+        NatsProcessActor {
+            launcher: Launcher {
+                paths: ServerPaths::under(&data_dir),
+                config,
+                binary,
+                http: reqwest::Client::new(),
+            },
+            credentials,
+            state,
+            generation: 0,
+            pid: None,
+            exited: None,
+            backoff,
+            up_since: None,
+            stopping: false,
+            restart_pending: false,
+        }
+    }
+
+    pub fn paths(&self) -> &ServerPaths {
+        &self.launcher.paths
+    }
+
+    /// Takes over a child that passed readiness: records it and watches for its exit.
+    fn adopt(&mut self, running: Running, ctx: &mut Context<Self>) {
+        let Running { mut child, pid } = running;
+        self.generation += 1;
+        let generation = self.generation;
+        self.pid = Some(pid);
+        self.up_since = Some(Instant::now());
+        self.state.mark_up(pid);
+        let (tx, rx) = watch::channel(false);
+        self.exited = Some(rx);
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let status = match child.wait().await {
+                Ok(status) => status.to_string(),
+                Err(e) => format!("wait failed: {e}"),
+            };
+            let _ = tx.send(true);
+            addr.do_send(ChildExited { generation, status });
+        });
+        self.refresh_snapshots(ctx);
+    }
+
+    fn schedule_restart(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping || self.restart_pending {
+            return;
+        }
+        self.restart_pending = true;
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.launcher.config.restart.max_backoff.duration());
+        info!(
+            delay_ms = delay.as_millis() as u64,
+            "restarting nats-server after backoff"
+        );
+        ctx.run_later(delay, |act, ctx| {
+            let launcher = act.launcher.clone();
+            ctx.spawn(async move { launcher.launch().await }.into_actor(act).map(
+                |result, act, ctx| {
+                    act.restart_pending = false;
+                    if act.stopping {
+                        if let Ok(mut running) = result {
+                            let _ = running.child.start_kill();
+                        }
+                        return;
+                    }
+                    match result {
+                        Ok(running) => {
+                            act.state.count_restart();
+                            info!(
+                                pid = running.pid,
+                                restarts = act.state.restarts(),
+                                "nats-server restarted"
+                            );
+                            act.adopt(running, ctx);
+                        }
+                        Err(e) => {
+                            error!(error = %e, "nats-server restart failed");
+                            act.state.set_error(Some(e.to_string()));
+                            act.schedule_restart(ctx);
+                        }
+                    }
+                },
+            ));
+        });
+    }
+
+    fn refresh_snapshots(&self, ctx: &mut Context<Self>) {
+        if !self.state.server_up() {
+            return;
+        }
+        let http = self.launcher.http.clone();
+        let base = format!(
+            "http://{}:{}",
+            probe_host(&self.launcher.config.host),
+            self.launcher.config.http_port
+        );
+        let state = self.state.clone();
+        ctx.spawn(
+            async move {
+                for (endpoint, store) in [
+                    (
+                        "varz",
+                        NatsState::set_varz as fn(&NatsState, serde_json::Value),
+                    ),
+                    ("jsz", NatsState::set_jsz),
+                ] {
+                    let body = http
+                        .get(format!("{base}/{endpoint}"))
+                        .timeout(MONITOR_TIMEOUT)
+                        .send()
+                        .await;
+                    if let Ok(response) = body {
+                        if let Ok(value) = response.json::<serde_json::Value>().await {
+                            store(&state, value);
+                        }
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+impl Actor for NatsProcessActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(SNAPSHOT_INTERVAL, |act, ctx| act.refresh_snapshots(ctx));
+    }
+}
+
+impl Supervised for NatsProcessActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        warn!("nats process actor restarting");
+    }
+}
+
+/// Prepares the config, starts the child and waits for readiness. Send once at start-up.
+#[derive(Message)]
+#[rtype(result = "Result<u32, NatsProcessError>")]
+pub struct StartServer;
+
+impl Handler<StartServer> for NatsProcessActor {
+    type Result = ResponseActFuture<Self, Result<u32, NatsProcessError>>;
+
+    fn handle(&mut self, _msg: StartServer, _ctx: &mut Context<Self>) -> Self::Result {
+        let launcher = self.launcher.clone();
+        let credentials = self.credentials.clone();
+        Box::pin(
+            async move {
+                launcher.write_config(credentials.as_ref()).await?;
+                launcher.launch().await
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                let running = result?;
+                let pid = running.pid;
+                act.adopt(running, ctx);
+                Ok(pid)
+            }),
+        )
+    }
+}
+
+/// The watcher task saw the child exit.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ChildExited {
+    generation: u64,
+    status: String,
+}
+
+impl Handler<ChildExited> for NatsProcessActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
+        if msg.generation != self.generation {
+            return;
+        }
+        self.state.mark_down();
+        self.pid = None;
+        if self.stopping {
+            info!(status = %msg.status, "nats-server stopped");
+            return;
+        }
+        let uptime = self
+            .up_since
+            .take()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        if uptime >= self.launcher.config.restart.reset_after.duration() {
+            self.backoff = self.launcher.config.restart.initial_backoff.duration();
+        }
+        let log = tail_lines(&self.launcher.paths.log_file, 3);
+        error!(status = %msg.status, uptime_s = uptime.as_secs(), last_log = %log, "nats-server exited unexpectedly");
+        self.state.set_error(Some(format!(
+            "nats-server exited unexpectedly ({})",
+            msg.status
+        )));
+        self.schedule_restart(ctx);
+    }
+}
+
+/// Stops the child: SIGTERM, wait up to `nats.stop_timeout`, then SIGKILL.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopServer;
+
+impl Handler<StopServer> for NatsProcessActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _msg: StopServer, _ctx: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        let pid = self.pid;
+        let exited = self.exited.clone();
+        let timeout = self.launcher.config.stop_timeout.duration();
+        let pid_file = self.launcher.paths.pid_file.clone();
+        Box::pin(
+            async move {
+                let (Some(pid), Some(mut exited)) = (pid, exited) else {
+                    return;
+                };
+                let target = Pid::from_raw(pid as i32);
+                info!(pid, "stopping nats-server");
+                let _ = kill(target, Signal::SIGTERM);
+                let graceful = tokio::time::timeout(timeout, exited.wait_for(|done| *done))
+                    .await
+                    .is_ok();
+                if !graceful {
+                    warn!(pid, "nats-server did not stop in time; killing it");
+                    let _ = kill(target, Signal::SIGKILL);
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), exited.wait_for(|d| *d)).await;
+                }
+                let _ = std::fs::remove_file(pid_file);
+            }
+            .into_actor(self)
+            .map(|(), act, _ctx| {
+                act.state.mark_down();
+            }),
+        )
+    }
+}

@@ -1,0 +1,290 @@
+//! The foundation: a supervised nats-server, readiness, restarts, start-up errors,
+//! graceful shutdown, and external mode. Real processes on loopback, no mocks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+#[tokio::test]
+async fn default_style_config_starts_its_own_nats_and_becomes_ready() {
+    let service = ServiceBuilder::new().start().await;
+    let (status, body) = service.get("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "success");
+    let (status, body) = service.get("/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, info) = service.get("/api/v1/nats/info").await;
+    let data = &info["data"];
+    assert_eq!(data["supervised"], true);
+    assert_eq!(data["status"], "running");
+    let pid = data["pid"].as_u64().unwrap() as u32;
+    assert!(pid_alive(pid));
+    assert_eq!(data["ports"]["nats"], service.builder.nats_port());
+    // The generated config and the server log live under the data dir.
+    let nats_dir = service.data_dir().join("nats");
+    let conf = std::fs::read_to_string(nats_dir.join("nats-server.conf")).unwrap();
+    assert!(conf.contains(&format!("port: {}", service.builder.nats_port())));
+    assert!(conf.contains("jetstream {"));
+    assert!(nats_dir.join("nats-server.log").exists());
+    // JetStream really is on: a stream can be created through the broker's server.
+    let client = async_nats::connect(service.nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "PROBE".into(),
+        subjects: vec!["probe.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn ready_is_503_with_the_error_envelope_until_nats_is_up() {
+    // External mode against a port where nothing listens yet: the API answers, NATS does not.
+    let port = free_port();
+    let builder = ServiceBuilder::new()
+        .set("nats.auto_start", json!(false))
+        .set("nats.url", json!(format!("nats://127.0.0.1:{port}")));
+    let service = builder.start_unready();
+    let (status, body) = wait_for("/ready answers", Duration::from_secs(20), || async {
+        let r = service.http.get(service.url("/ready")).send().await.ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.json::<serde_json::Value>().await.ok()?))
+    })
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["error_code"], "NATS_CONNECTION_ERROR");
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(body["data"]["ready"], false);
+    // Liveness is independent of NATS.
+    assert_eq!(service.get("/health").await.0, 200);
+}
+
+#[tokio::test]
+async fn killed_child_is_restarted_and_ready_recovers() {
+    let service = ServiceBuilder::new()
+        .set(
+            "nats.restart",
+            json!({ "initial_backoff": "1s", "max_backoff": "2s" }),
+        )
+        .start()
+        .await;
+    let (_, before) = service.get("/api/v1/nats/info").await;
+    assert_eq!(before["data"]["restarts"], 0);
+    let old_pid = before["data"]["pid"].as_u64().unwrap() as u32;
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old_pid as i32), Signal::SIGKILL).unwrap();
+    wait_for(
+        "/ready 503 after kill -9",
+        Duration::from_secs(5),
+        || async { (service.ready_status().await == Some(503)).then_some(()) },
+    )
+    .await;
+    service.wait_ready(Duration::from_secs(15)).await;
+
+    let (_, after) = service.get("/api/v1/nats/info").await;
+    let new_pid = after["data"]["pid"].as_u64().unwrap() as u32;
+    assert_ne!(new_pid, old_pid);
+    assert!(pid_alive(new_pid));
+    assert!(after["data"]["restarts"].as_u64().unwrap() >= 1, "{after}");
+    assert!(
+        after["data"]["client_reconnects"].as_u64().unwrap() >= 1,
+        "{after}"
+    );
+    assert!(service.log().contains("nats-server exited unexpectedly"));
+}
+
+#[tokio::test]
+async fn missing_binary_exits_with_an_install_hint() {
+    let builder = ServiceBuilder::new().set("nats.binary", json!("/nonexistent/nats-server"));
+    let (status, log) = builder.run_to_exit(None);
+    assert_eq!(status.code(), Some(1), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("prism-broker:"))
+        .expect(&log);
+    assert!(line.contains("not found"), "{line}");
+    assert!(line.contains("apt-get install nats-server"), "{line}");
+}
+
+#[tokio::test]
+async fn binary_missing_from_path_is_reported_too() {
+    let builder = ServiceBuilder::new()
+        .set("nats.binary", json!("nats-server"))
+        .env("PATH", "/nonexistent");
+    let (status, log) = builder.run_to_exit(None);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("\"nats-server\" not found"), "{log}");
+}
+
+#[tokio::test]
+async fn nats_port_in_use_is_named() {
+    let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blocker.local_addr().unwrap().port();
+    let builder = ServiceBuilder::new().set("nats.port", json!(port));
+    let (status, log) = builder.run_to_exit(None);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!("port {port} (nats.port) is already in use")),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn monitoring_port_in_use_is_named() {
+    let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blocker.local_addr().unwrap().port();
+    let builder = ServiceBuilder::new().set("nats.http_port", json!(port));
+    let (status, log) = builder.run_to_exit(None);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!("port {port} (nats.http_port) is already in use")),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn api_port_in_use_is_named() {
+    let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blocker.local_addr().unwrap().port();
+    let builder = ServiceBuilder::new().set("service.port", json!(port));
+    let (status, log) = builder.run_to_exit(None);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains(&format!(":{port} (service.port)")), "{log}");
+}
+
+#[tokio::test]
+async fn config_with_three_mistakes_lists_all_three_and_exits_2() {
+    let builder = ServiceBuilder::new();
+    let text = "service:\n  port: eighty\nnats:\n  jetstream: { max_memory: lots }\n  prot: 4222\n";
+    let (status, log) = builder.run_to_exit(Some(text));
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("broker.yaml: service.port:"), "{log}");
+    assert!(
+        log.contains("broker.yaml: nats.jetstream.max_memory:"),
+        "{log}"
+    );
+    assert!(log.contains("prot"), "{log}");
+    let problem_lines = log.lines().filter(|l| l.contains("broker.yaml: ")).count();
+    assert_eq!(problem_lines, 3, "{log}");
+}
+
+#[tokio::test]
+async fn config_the_server_rejects_is_reported() {
+    let builder = ServiceBuilder::new().set(
+        "nats.tls",
+        json!({ "cert_file": "/nonexistent/cert.pem", "key_file": "/nonexistent/key.pem" }),
+    );
+    let (status, log) = builder.run_to_exit(None);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("nats-server rejected the generated config"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_stops_service_and_child_within_10s() {
+    let mut service = ServiceBuilder::new().start().await;
+    let nats_pid = service.nats_pid().await.unwrap();
+    let started = Instant::now();
+    service.signal(Signal::SIGTERM);
+    let status = service
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited within 10 s");
+    assert!(status.success(), "{status:?}\n{}", service.log());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    wait_for("nats-server gone", Duration::from_secs(2), || async {
+        (!pid_alive(nats_pid)).then_some(())
+    })
+    .await;
+    // Ports are free again: the listener on the client port can be bound.
+    TcpListener::bind(("127.0.0.1", service.builder.nats_port())).unwrap();
+}
+
+#[tokio::test]
+async fn sigint_stops_too() {
+    let mut service = ServiceBuilder::new().start().await;
+    let nats_pid = service.nats_pid().await.unwrap();
+    service.signal(Signal::SIGINT);
+    let status = service
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited within 10 s");
+    assert!(status.success());
+    wait_for("nats-server gone", Duration::from_secs(2), || async {
+        (!pid_alive(nats_pid)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn crash_of_the_broker_leaves_no_server_and_the_next_start_works() {
+    let mut service = ServiceBuilder::new().start().await;
+    let nats_pid = service.nats_pid().await.unwrap();
+    service.signal(Signal::SIGKILL);
+    service.wait_exit(Duration::from_secs(5)).expect("killed");
+    wait_for(
+        "orphan nats-server gone",
+        Duration::from_secs(5),
+        || async { (!pid_alive(nats_pid)).then_some(()) },
+    )
+    .await;
+    // Same config, same ports, same data dir: starts cleanly.
+    let builder = std::mem::replace(&mut service.builder, ServiceBuilder::new());
+    drop(service);
+    let again = builder.start().await;
+    assert_eq!(again.get("/ready").await.0, 200);
+}
+
+#[tokio::test]
+async fn external_mode_uses_a_separate_server() {
+    let nats = NatsServer::start().await;
+    let service = ServiceBuilder::new()
+        .set("nats.auto_start", json!(false))
+        .set("nats.url", json!([nats.url()]))
+        .start()
+        .await;
+    let (_, info) = service.get("/api/v1/nats/info").await;
+    assert_eq!(info["data"]["supervised"], false);
+    assert_eq!(info["data"]["status"], "external");
+    assert!(info["data"]["pid"].is_null());
+    assert_eq!(info["data"]["server_info"]["port"], nats.port);
+    assert!(!service.data_dir().join("nats/nats-server.conf").exists());
+}
+
+#[tokio::test]
+async fn nats_url_env_overrides_the_file() {
+    let nats = NatsServer::start().await;
+    let service = ServiceBuilder::new()
+        .set("nats.auto_start", json!(false))
+        .set("nats.url", json!("nats://127.0.0.1:1"))
+        .env("NATS_URL", &nats.url())
+        .start()
+        .await;
+    assert_eq!(service.get("/ready").await.0, 200);
+}
+
+#[tokio::test]
+async fn users_get_a_broker_account_and_the_broker_still_connects() {
+    let service = ServiceBuilder::new()
+        .set(
+            "nats.users",
+            json!([{ "user": "producer", "password": "pw", "permissions": { "publish": ["market.>"] } }]),
+        )
+        .start()
+        .await;
+    // Anonymous clients are refused; the configured user gets in.
+    assert!(async_nats::connect(service.nats_url()).await.is_err());
+    let opts = async_nats::ConnectOptions::with_user_and_password("producer".into(), "pw".into());
+    let client = opts.connect(service.nats_url()).await.unwrap();
+    client.publish("market.x", "1".into()).await.unwrap();
+    client.flush().await.unwrap();
+}

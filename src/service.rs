@@ -17,6 +17,7 @@ use crate::nats::{
     self, server_conf, NatsProcessActor, NatsProcessError, NatsState, ServerPorts, StartServer,
     StopServer,
 };
+use crate::stats::{metrics::MetricsError, Metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -26,6 +27,8 @@ pub enum ServiceError {
     Client(#[from] nats::client::ClientError),
     #[error("nats process actor is gone: {0}")]
     Mailbox(#[from] actix::MailboxError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("http server failed: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -76,7 +79,13 @@ pub async fn run(
     )
     .await?;
 
-    let app_state = web::Data::new(AppState::new(config.clone(), nats_state, client.clone()));
+    let metrics = Arc::new(Metrics::new()?);
+    let app_state = web::Data::new(AppState::new(
+        config.clone(),
+        nats_state,
+        client.clone(),
+        metrics,
+    ));
     let max_body = config.service.max_request_size.bytes() as usize;
     let mut server = HttpServer::new(move || {
         App::new()

@@ -5,12 +5,14 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::BrokerConfig;
 use crate::nats::NatsState;
+use crate::stats::Metrics;
 
 /// Shared by all actix-web workers through `web::Data<AppState>`.
 pub struct AppState {
     pub config: Arc<BrokerConfig>,
     pub nats: Arc<NatsState>,
     pub client: async_nats::Client,
+    pub metrics: Arc<Metrics>,
     pub started: Instant,
     pub started_at: SystemTime,
 }
@@ -20,11 +22,13 @@ impl AppState {
         config: Arc<BrokerConfig>,
         nats: Arc<NatsState>,
         client: async_nats::Client,
+        metrics: Arc<Metrics>,
     ) -> Self {
         AppState {
             config,
             nats,
             client,
+            metrics,
             started: Instant::now(),
             started_at: SystemTime::now(),
         }

@@ -5,7 +5,9 @@
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream;
 
 use actix::{Addr, Supervisor};
 use actix_web::{web, App, HttpServer};
@@ -18,6 +20,10 @@ use crate::nats::{
     StopServer,
 };
 use crate::stats::{metrics::MetricsError, Metrics};
+use crate::streams::{StreamActor, StreamsState};
+
+/// JetStream publishes through the API whose acks may be outstanding at once.
+const PUBLISH_ACKS_IN_FLIGHT: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -80,18 +86,37 @@ pub async fn run(
     .await?;
 
     let metrics = Arc::new(Metrics::new()?);
-    let app_state = web::Data::new(AppState::new(
-        config.clone(),
-        nats_state,
-        client.clone(),
+    let streams = Arc::new(StreamsState::default());
+    let request_timeout = config.service.request_timeout.duration();
+    let stream_actor = {
+        let (client, nats, specs, streams) = (
+            client.clone(),
+            nats_state.clone(),
+            config.effective_streams(),
+            streams.clone(),
+        );
+        Supervisor::start(move |_| StreamActor::new(client, nats, specs, streams, request_timeout))
+    };
+    let js = jetstream::ContextBuilder::new()
+        .timeout(request_timeout)
+        .max_ack_inflight(PUBLISH_ACKS_IN_FLIGHT)
+        .backpressure_on_inflight(true)
+        .build(client.clone());
+    let app_state = web::Data::new(AppState {
+        config: config.clone(),
+        nats: nats_state,
+        client: client.clone(),
+        js,
+        streams,
+        stream_actor,
         metrics,
-    ));
-    let max_body = config.service.max_request_size.bytes() as usize;
+        http: reqwest::Client::new(),
+        started: Instant::now(),
+        started_at: SystemTime::now(),
+    });
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
-            .app_data(web::JsonConfig::default().limit(max_body))
-            .app_data(web::PayloadConfig::new(max_body))
             .configure(api::configure)
     })
     .disable_signals()

@@ -28,7 +28,7 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     }
     let components: serde_json::Map<String, serde_json::Value> = problems
         .iter()
-        .map(|(name, reason)| (name.to_string(), json!(reason)))
+        .map(|(name, reason)| (name.clone(), json!(reason)))
         .collect();
     let message = problems
         .iter()

@@ -1,16 +1,49 @@
 //! `GET /api/v1/nats/info`: pid, ports, restarts and `varz` figures of the supervised server.
 
 use actix_web::{web, HttpResponse};
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use super::envelope::success;
 use super::state::AppState;
 
-/// The `varz` fields the seeds show, taken from the latest snapshot (or from the client's
-/// server info in external mode).
-pub fn server_info(state: &AppState) -> Value {
-    if let Some(snapshot) = state.nats.varz() {
-        let v = &snapshot.body;
+/// Bound on a live read of the monitoring port.
+const VARZ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `varz` of the supervised server read now; the latest snapshot if that fails; `None` in
+/// external mode.
+async fn varz(state: &AppState) -> Option<Value> {
+    if !state.nats.supervised {
+        return None;
+    }
+    let host = match state.config.nats.host.as_str() {
+        "0.0.0.0" | "" => "127.0.0.1",
+        "::" => "[::1]",
+        other => other,
+    };
+    let url = format!("http://{host}:{}/varz", state.nats.ports.http);
+    let live = async {
+        let response = state
+            .http
+            .get(&url)
+            .timeout(VARZ_TIMEOUT)
+            .send()
+            .await
+            .ok()?;
+        response.json::<Value>().await.ok()
+    };
+    match live.await {
+        Some(body) => Some(body),
+        None => state.nats.varz().map(|s| s.body),
+    }
+}
+
+/// The `varz` fields the seeds show, read live from the supervised server (or the
+/// connected server's info in external mode).
+pub async fn server_info(state: &AppState) -> Value {
+    if let Some(v) = varz(state).await {
+        let v = &v;
         let pick = |key: &str| v.get(key).cloned().unwrap_or(Value::Null);
         return json!({
             "server_id": pick("server_id"),
@@ -74,7 +107,7 @@ pub async fn nats_info(state: web::Data<AppState>) -> HttpResponse {
             "client_connected": state.nats_connected(),
             "client_reconnects": nats.client_reconnects(),
             "last_error": nats.last_error(),
-            "server_info": server_info(&state),
+            "server_info": server_info(&state).await,
         }),
     )
 }

@@ -1,60 +1,119 @@
-//! What every handler can reach: config, the NATS client and state, start time.
+//! What every handler can reach: config, the NATS client and state, the stream actor and
+//! state, metrics, start time; plus the checks readiness and health share.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use actix::{Addr, MailboxError};
+use async_nats::jetstream::context::Context as JetStream;
+
+use super::envelope::{ApiError, ErrorCode};
 use crate::config::BrokerConfig;
 use crate::nats::NatsState;
 use crate::stats::Metrics;
+use crate::streams::{StreamActor, StreamError, StreamsState};
 
 /// Shared by all actix-web workers through `web::Data<AppState>`.
 pub struct AppState {
     pub config: Arc<BrokerConfig>,
     pub nats: Arc<NatsState>,
     pub client: async_nats::Client,
+    /// JetStream context for publishing (acks awaited with backpressure).
+    pub js: JetStream,
+    pub streams: Arc<StreamsState>,
+    pub stream_actor: Addr<StreamActor>,
     pub metrics: Arc<Metrics>,
+    /// For live reads of the supervised server's monitoring endpoints.
+    pub http: reqwest::Client,
     pub started: Instant,
     pub started_at: SystemTime,
 }
 
 impl AppState {
-    pub fn new(
-        config: Arc<BrokerConfig>,
-        nats: Arc<NatsState>,
-        client: async_nats::Client,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        AppState {
-            config,
-            nats,
-            client,
-            metrics,
-            started: Instant::now(),
-            started_at: SystemTime::now(),
-        }
-    }
-
     pub fn uptime_seconds(&self) -> f64 {
         (self.started.elapsed().as_millis() as f64) / 1000.0
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.config.service.request_timeout.duration()
     }
 
     pub fn nats_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    /// 503 `NATS_CONNECTION_ERROR` unless the client is connected.
+    pub fn require_nats(&self) -> Result<(), ApiError> {
+        if self.nats_connected() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::NatsConnectionError,
+                "not connected to nats; retry when /ready answers 200",
+            ))
+        }
+    }
+
+    /// Sends to the stream actor with a deadline; maps its errors to API errors.
+    pub async fn ask_streams<T>(
+        &self,
+        request: impl Future<Output = Result<Result<T, StreamError>, MailboxError>>,
+    ) -> Result<T, ApiError> {
+        self.require_nats()?;
+        let deadline = self.request_timeout() + Duration::from_secs(1);
+        match tokio::time::timeout(deadline, request).await {
+            Ok(Ok(result)) => result.map_err(ApiError::from),
+            Ok(Err(e)) => Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                format!("stream actor unavailable: {e}"),
+            )),
+            Err(_) => Err(ApiError::new(
+                ErrorCode::NatsConnectionError,
+                format!("jetstream did not answer within {deadline:?}"),
+            )),
+        }
+    }
+
     /// Components that keep the service from being ready, with the reason.
-    pub fn not_ready(&self) -> Vec<(&'static str, String)> {
+    pub fn not_ready(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         if self.nats.supervised && !self.nats.server_up() {
             let reason = self
                 .nats
                 .last_error()
                 .unwrap_or_else(|| "nats-server is not running".into());
-            problems.push(("nats_server", reason));
+            problems.push(("nats_server".into(), reason));
         }
         if !self.nats_connected() {
-            problems.push(("nats_client", "not connected to nats".into()));
+            problems.push(("nats_client".into(), "not connected to nats".into()));
+        } else if !self.streams.ensured() {
+            problems.push((
+                "streams".into(),
+                "configured streams not ensured yet".into(),
+            ));
+        }
+        for (name, reason) in self.streams.failures() {
+            problems.push((format!("stream:{name}"), reason));
         }
         problems
+    }
+}
+
+impl From<StreamError> for ApiError {
+    fn from(e: StreamError) -> Self {
+        let code = match &e {
+            StreamError::NotFound(_) => ErrorCode::StreamNotFound,
+            StreamError::Conflict(_) => ErrorCode::StreamCreationError,
+            StreamError::Protected(_) => ErrorCode::InvalidParameters,
+            StreamError::Invalid(_) => ErrorCode::InvalidStreamData,
+            StreamError::Unavailable(_) => ErrorCode::NatsConnectionError,
+            StreamError::JetStream(_) => ErrorCode::JetstreamError,
+        };
+        let error = ApiError::new(code, e.to_string());
+        match e {
+            StreamError::Protected(_) => error.with_status(actix_web::http::StatusCode::CONFLICT),
+            _ => error,
+        }
     }
 }

@@ -17,8 +17,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use collect::deserialize_all;
 pub use env::{apply_env_overrides, EnvSource};
-pub use streams::{default_streams, Discard, Retention, StorageKind, StreamConfig, StreamSpec};
+pub use streams::{
+    default_streams, validate_stream_name, Discard, Retention, StorageKind, StreamConfig,
+    StreamSpec,
+};
 pub use units::{ByteSize, Span};
 
 /// The whole `broker.yaml`.

@@ -8,6 +8,7 @@ use std::sync::RwLock;
 use std::time::SystemTime;
 
 use serde_json::Value;
+use tokio::sync::watch;
 
 /// Ports of the supervised server (zero when external).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -17,7 +18,7 @@ pub struct ServerPorts {
     pub cluster: Option<u16>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NatsState {
     /// True when we supervise the server process ourselves.
     pub supervised: bool,
@@ -31,6 +32,27 @@ pub struct NatsState {
     varz: RwLock<Option<Snapshot>>,
     jsz: RwLock<Option<Snapshot>>,
     last_error: RwLock<Option<String>>,
+    /// Bumped at every (re)connection of the client; actors watch it to re-ensure state.
+    connections: watch::Sender<u64>,
+}
+
+impl Default for NatsState {
+    fn default() -> Self {
+        NatsState {
+            supervised: false,
+            ports: ServerPorts::default(),
+            server_up: AtomicBool::new(false),
+            pid: AtomicU32::new(0),
+            restarts: AtomicU64::new(0),
+            client_reconnects: AtomicU64::new(0),
+            client_connected: AtomicBool::new(false),
+            client_ever_connected: AtomicBool::new(false),
+            varz: RwLock::new(None),
+            jsz: RwLock::new(None),
+            last_error: RwLock::new(None),
+            connections: watch::channel(0).0,
+        }
+    }
 }
 
 /// A monitoring endpoint response and when it was taken.
@@ -109,6 +131,14 @@ impl NatsState {
             // The first connection is not a reconnect; every later one is.
             self.client_reconnects.fetch_add(1, Ordering::Relaxed);
         }
+        if connected && !was {
+            self.connections.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Changes at every (re)connection of the shared client.
+    pub fn watch_connections(&self) -> watch::Receiver<u64> {
+        self.connections.subscribe()
     }
 
     pub(crate) fn set_varz(&self, body: Value) {

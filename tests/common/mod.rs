@@ -369,3 +369,70 @@ impl Drop for Service {
         }
     }
 }
+
+/// Requests with a JSON or raw body, answering status and JSON body.
+impl Service {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .timeout(Duration::from_secs(15));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(body), None)
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, Some(body), None)
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::DELETE, path, None, None).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A client of the service's NATS server.
+    pub async fn nats_client(&self) -> async_nats::Client {
+        async_nats::connect(self.nats_url()).await.unwrap()
+    }
+}
+
+/// Asserts the error envelope with `code` and returns its message.
+pub fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) -> String {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["status"], "error", "{body}");
+    assert_eq!(body["error_code"], code, "{body}");
+    assert!(body["timestamp"].is_string(), "{body}");
+    body["message"].as_str().unwrap().to_string()
+}

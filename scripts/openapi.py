@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Writes docs/openapi.json, the OpenAPI 3 document of prism-broker's HTTP API.
+
+Edit the tables below when an endpoint changes, run `python3 scripts/openapi.py`, and commit
+both files. tests/api.rs checks the document against the routes the service registers.
+"""
+import json
+import pathlib
+
+ENVELOPE_OK = {
+    "type": "object",
+    "required": ["status", "message", "data", "timestamp"],
+    "properties": {
+        "status": {"type": "string", "enum": ["success"]},
+        "message": {"type": "string"},
+        "data": {},
+        "timestamp": {"type": "string", "format": "date-time"},
+    },
+}
+ENVELOPE_ERR = {
+    "type": "object",
+    "required": ["status", "error_code", "message", "data", "timestamp"],
+    "properties": {
+        "status": {"type": "string", "enum": ["error"]},
+        "error_code": {
+            "type": "string",
+            "enum": [
+                "NATS_CONNECTION_ERROR", "NATS_SERVER_ERROR", "STREAM_NOT_FOUND",
+                "STREAM_CREATION_ERROR", "MESSAGE_PUBLISH_ERROR", "INVALID_STREAM_DATA",
+                "INVALID_MESSAGE_DATA", "JETSTREAM_ERROR", "INVALID_PARAMETERS",
+                "SERVICE_UNAVAILABLE", "INTERNAL_ERROR", "UNAUTHORIZED", "PAYLOAD_TOO_LARGE",
+                "ROUTE_NOT_FOUND", "INVALID_ROUTES", "NOT_FOUND", "METHOD_NOT_ALLOWED",
+            ],
+        },
+        "message": {"type": "string"},
+        "data": {"nullable": True},
+        "timestamp": {"type": "string", "format": "date-time"},
+    },
+}
+STREAM_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "description": "no spaces, dots, wildcards or slashes"},
+        "subjects": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "description": {"type": "string"},
+        "retention": {"type": "string", "enum": ["limits", "interest", "workqueue"]},
+        "storage": {"type": "string", "enum": ["file", "memory"]},
+        "max_age": {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "example": "1h"}],
+                    "description": "seconds, or 250ms / 30s / 5m / 1h / 7d; 0 = forever"},
+        "max_msgs": {"type": "integer", "minimum": 0, "description": "0 = unlimited"},
+        "max_bytes": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "example": "1GB"}]},
+        "max_msg_size": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "example": "1MB"}]},
+        "discard": {"type": "string", "enum": ["old", "new"]},
+        "duplicate_window": {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "example": "2m"}]},
+        "replicas": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+}
+PUBLISH_BODY = {
+    "type": "object",
+    "required": ["subject", "message"],
+    "additionalProperties": False,
+    "properties": {
+        "subject": {"type": "string", "description": "concrete subject: no wildcards, spaces or empty tokens"},
+        "message": {"description": "any JSON value; objects and arrays are sent as compact JSON, strings as raw text"},
+        "headers": {"type": "object", "additionalProperties": {
+            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},
+        "msg_id": {"type": "string", "description": "becomes Nats-Msg-Id (de-duplication in the stream's window)"},
+    },
+}
+BATCH_BODY = {
+    "oneOf": [
+        {"type": "object", "required": ["messages"], "properties": {
+            "messages": {"type": "array", "maxItems": 1000, "minItems": 1, "items": PUBLISH_BODY}}},
+        {"type": "array", "maxItems": 1000, "minItems": 1, "items": PUBLISH_BODY},
+    ]
+}
+
+
+def ok(description):
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Success"}}}}
+
+
+def err(description):
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def body(schema):
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+AUTH = {"401": err("UNAUTHORIZED: api_token is set and the bearer token is missing or wrong")}
+NATS_DOWN = {"503": err("NATS_CONNECTION_ERROR: NATS is not connected or did not answer in time")}
+
+# (path, method) -> operation
+OPS = {
+    ("/health", "get"): {"summary": "Liveness", "responses": {"200": ok("alive")}},
+    ("/ready", "get"): {"summary": "Readiness: NATS connected and configured streams ensured",
+                        "responses": {"200": ok("ready"), "503": err("NATS_CONNECTION_ERROR with failing components")}},
+    ("/api/v1/openapi.json", "get"): {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3 JSON"}}},
+    ("/api/v1/status", "get"): {"summary": "Service status: uptime, version, NATS, streams, message_stats",
+                                "responses": {"200": ok("status")}},
+    ("/api/v1/nats/info", "get"): {"summary": "Supervised server: pid, ports, restarts, varz",
+                                   "responses": {"200": ok("server info")}},
+    ("/api/v1/broker/status", "get"): {"summary": "Broker detail", "responses": {"200": ok("broker status")}},
+    ("/api/v1/broker/health", "get"): {"summary": "Per-component health checks",
+                                       "responses": {"200": ok("healthy"), "503": err("SERVICE_UNAVAILABLE with checks")}},
+    ("/api/v1/streams", "get"): {"summary": "List streams (alias of GET /api/v1/broker/streams)",
+                                 "responses": {"200": ok("streams"), **NATS_DOWN}},
+    ("/api/v1/broker/streams", "get"): {"summary": "List streams with state",
+                                        "responses": {"200": ok("streams"), **NATS_DOWN}},
+    ("/api/v1/broker/streams", "post"): {
+        "summary": "Create a stream (idempotent for an identical config)",
+        "requestBody": body({**STREAM_BODY, "required": ["name", "subjects"]}),
+        "responses": {"200": ok("created, or already there with the same config"),
+                      "400": err("INVALID_STREAM_DATA naming the field"),
+                      **AUTH,
+                      "409": err("STREAM_CREATION_ERROR: same name with another config, or subjects overlap another stream"),
+                      "413": err("PAYLOAD_TOO_LARGE"), **NATS_DOWN}},
+    ("/api/v1/broker/streams/{name}", "get"): {
+        "summary": "One stream with state", "parameters": NAME,
+        "responses": {"200": ok("stream"), "400": err("INVALID_STREAM_DATA: bad name"),
+                      "404": err("STREAM_NOT_FOUND"), **NATS_DOWN}},
+    ("/api/v1/broker/streams/{name}", "put"): {
+        "summary": "Update a stream: given fields replace the current ones", "parameters": NAME,
+        "requestBody": body(STREAM_BODY),
+        "responses": {"200": ok("updated"), "400": err("INVALID_STREAM_DATA"), **AUTH,
+                      "404": err("STREAM_NOT_FOUND"), "409": err("STREAM_CREATION_ERROR: subjects overlap"),
+                      "413": err("PAYLOAD_TOO_LARGE"), **NATS_DOWN}},
+    ("/api/v1/broker/streams/{name}", "delete"): {
+        "summary": "Delete a stream (streams from the config file are refused)", "parameters": NAME,
+        "responses": {"200": ok("deleted; data is the stream as it was"), **AUTH,
+                      "404": err("STREAM_NOT_FOUND"), "409": err("INVALID_PARAMETERS: defined in the config"),
+                      **NATS_DOWN}},
+    ("/api/v1/publish", "post"): {
+        "summary": "Publish one message (alias of POST /api/v1/broker/publish)",
+        "requestBody": body(PUBLISH_BODY),
+        "responses": {"200": ok("published"), "400": err("INVALID_MESSAGE_DATA"), **AUTH,
+                      "413": err("PAYLOAD_TOO_LARGE"), **NATS_DOWN}},
+    ("/api/v1/broker/publish", "post"): {
+        "summary": "Publish one message; JetStream-acked when a stream captures the subject",
+        "requestBody": body(PUBLISH_BODY),
+        "responses": {"200": ok("published: {subject, jetstream, stream?, sequence?, duplicate?}"),
+                      "400": err("INVALID_MESSAGE_DATA"), **AUTH,
+                      "413": err("PAYLOAD_TOO_LARGE"), **NATS_DOWN}},
+    ("/api/v1/broker/publish/batch", "post"): {
+        "summary": "Publish up to 1000 messages in order, with a result per entry",
+        "requestBody": body(BATCH_BODY),
+        "responses": {"200": ok("all published"), "207": ok("some entries failed; see data.results"),
+                      "400": err("INVALID_MESSAGE_DATA: the batch itself is malformed"), **AUTH,
+                      "413": err("PAYLOAD_TOO_LARGE"), **NATS_DOWN}},
+}
+
+
+def main():
+    paths = {}
+    for (path, method), op in OPS.items():
+        op = dict(op)
+        op.setdefault("responses", {})
+        op["responses"].setdefault("404", err("NOT_FOUND")) if "{" in path else None
+        paths.setdefault(path, {})[method] = op
+    doc = {
+        "openapi": "3.0.3",
+        "info": {"title": "prism-broker", "version": "0.1.0",
+                 "description": "Message broker service of the MarketPrism platform. Every /api/v1 "
+                                "response uses the envelope {status, message, data, timestamp} or "
+                                "{status, error_code, message, data, timestamp}; unknown paths are 404 "
+                                "NOT_FOUND and wrong methods 405 METHOD_NOT_ALLOWED."},
+        "components": {
+            "schemas": {"Success": ENVELOPE_OK, "Error": ENVELOPE_ERR},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "needed on mutating endpoints when service.api_token is set"}},
+        },
+        "paths": paths,
+    }
+    out = pathlib.Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+//! `StreamActor`: owns the JetStream context. Ensures the configured streams on start-up
+//! and after every (re)connection, refreshes the subject → stream catalog, and serves the
+//! stream CRUD of the REST API. Mutations run one at a time (atomic responses), so a
+//! create's overlap check and the create itself cannot interleave with another mutation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use async_nats::jetstream::{self, context::Context as JetStream, stream};
+use futures::TryStreamExt;
+use serde_json::Value;
+use tracing::{error, info, warn};
+
+use super::mapping::{differences, from_nats, info_view, to_nats};
+use super::state::StreamsState;
+use super::StreamError;
+use crate::config::{StreamConfig, StreamSpec};
+use crate::nats::NatsState;
+use crate::subject;
+
+/// How often the catalog is refreshed to see streams made by others.
+const CATALOG_REFRESH: Duration = Duration::from_secs(10);
+/// Retry delay after ensuring failed for lack of a connection.
+const ENSURE_RETRY: Duration = Duration::from_secs(2);
+
+pub struct StreamActor {
+    js: JetStream,
+    nats: Arc<NatsState>,
+    specs: Arc<Vec<StreamSpec>>,
+    state: Arc<StreamsState>,
+    timeout: Duration,
+}
+
+impl StreamActor {
+    pub fn new(
+        client: async_nats::Client,
+        nats: Arc<NatsState>,
+        specs: Vec<StreamSpec>,
+        state: Arc<StreamsState>,
+        timeout: Duration,
+    ) -> Self {
+        let mut js = jetstream::new(client);
+        js.set_timeout(timeout);
+        StreamActor {
+            js,
+            nats,
+            specs: Arc::new(specs),
+            state,
+            timeout,
+        }
+    }
+}
+
+impl Actor for StreamActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Ensure at every (re)connection, including the first.
+        let mut connections = self.nats.watch_connections();
+        let addr = ctx.address();
+        ctx.spawn(
+            async move {
+                loop {
+                    if *connections.borrow_and_update() > 0 {
+                        addr.do_send(EnsureStreams);
+                    }
+                    if connections.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+        ctx.run_interval(CATALOG_REFRESH, |act, ctx| {
+            let js = act.js.clone();
+            let state = act.state.clone();
+            ctx.spawn(
+                async move {
+                    if let Err(e) = refresh_catalog(&js, &state).await {
+                        tracing::debug!(error = %e, "stream catalog refresh failed");
+                    }
+                }
+                .into_actor(act),
+            );
+        });
+    }
+}
+
+impl Supervised for StreamActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        warn!("stream actor restarting");
+    }
+}
+
+/// Lists every stream on the server into the subject catalog.
+async fn refresh_catalog(
+    js: &JetStream,
+    state: &StreamsState,
+) -> Result<Vec<stream::Info>, StreamError> {
+    let infos: Vec<stream::Info> = js
+        .streams()
+        .try_collect()
+        .await
+        .map_err(|e| StreamError::request(&e))?;
+    state.set_catalog(
+        infos
+            .iter()
+            .map(|i| (i.config.name.clone(), i.config.subjects.clone()))
+            .collect(),
+    );
+    Ok(infos)
+}
+
+/// Creates or updates one stream to match its spec.
+async fn ensure_one(js: &JetStream, spec: &StreamSpec) -> Result<&'static str, StreamError> {
+    match js.get_stream(&spec.name).await {
+        Ok(mut existing) => {
+            let info = existing
+                .info()
+                .await
+                .map_err(|e| StreamError::request(&e))?;
+            let diffs = differences(spec, &info.config);
+            if diffs.is_empty() {
+                return Ok("unchanged");
+            }
+            info!(stream = %spec.name, changes = %diffs.join(", "), "updating stream to match config");
+            js.update_stream(to_nats(spec))
+                .await
+                .map_err(|e| StreamError::from_update(&e))?;
+            Ok("updated")
+        }
+        Err(e) if StreamError::from_get(&e).is_not_found() => {
+            js.create_stream(to_nats(spec))
+                .await
+                .map_err(|e| StreamError::from_create(&e))?;
+            Ok("created")
+        }
+        Err(e) => Err(StreamError::from_get(&e)),
+    }
+}
+
+/// Ensures the configured streams. Sent at every (re)connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EnsureStreams;
+
+impl Handler<EnsureStreams> for StreamActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _msg: EnsureStreams, _ctx: &mut Context<Self>) -> Self::Result {
+        let js = self.js.clone();
+        let specs = self.specs.clone();
+        let state = self.state.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let mut retry = false;
+                for spec in specs.iter() {
+                    match ensure_one(&js, spec).await {
+                        Ok(outcome) => {
+                            info!(stream = %spec.name, outcome, "stream ensured");
+                            state.set_health(&spec.name, Ok(()));
+                        }
+                        Err(e) => {
+                            retry |= matches!(e, StreamError::Unavailable(_));
+                            error!(stream = %spec.name, error = %e, "cannot ensure stream");
+                            state.set_health(&spec.name, Err(e.to_string()));
+                        }
+                    }
+                }
+                if let Err(e) = refresh_catalog(&js, &state).await {
+                    warn!(error = %e, "stream catalog refresh failed");
+                    retry = true;
+                }
+                state.set_ensured(!retry);
+                retry
+            }
+            .into_actor(self)
+            .map(|retry, _act, ctx| {
+                if retry {
+                    ctx.run_later(ENSURE_RETRY, |_, ctx| ctx.notify(EnsureStreams));
+                }
+            }),
+        ))
+    }
+}
+
+/// All streams on the server with their state.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<stream::Info>, StreamError>")]
+pub struct ListStreams;
+
+impl Handler<ListStreams> for StreamActor {
+    type Result = ResponseFuture<Result<Vec<stream::Info>, StreamError>>;
+
+    fn handle(&mut self, _msg: ListStreams, _ctx: &mut Context<Self>) -> Self::Result {
+        let js = self.js.clone();
+        let state = self.state.clone();
+        Box::pin(async move { refresh_catalog(&js, &state).await })
+    }
+}
+
+/// One stream with its state.
+#[derive(Message)]
+#[rtype(result = "Result<stream::Info, StreamError>")]
+pub struct GetStream(pub String);
+
+impl Handler<GetStream> for StreamActor {
+    type Result = ResponseFuture<Result<stream::Info, StreamError>>;
+
+    fn handle(&mut self, msg: GetStream, _ctx: &mut Context<Self>) -> Self::Result {
+        let js = self.js.clone();
+        Box::pin(async move { get_info(&js, &msg.0).await })
+    }
+}
+
+async fn get_info(js: &JetStream, name: &str) -> Result<stream::Info, StreamError> {
+    let mut stream = js
+        .get_stream(name)
+        .await
+        .map_err(|e| StreamError::from_get(&e))?;
+    stream
+        .info()
+        .await
+        .cloned()
+        .map_err(|e| StreamError::request(&e))
+}
+
+/// Outcome of a create: made now, or already there with the same config.
+#[derive(Debug)]
+pub enum Created {
+    New(stream::Info),
+    Existing(stream::Info),
+}
+
+/// Creates a stream; identical config is idempotent, a different one is a conflict, and
+/// subjects overlapping another stream are refused naming that stream.
+#[derive(Message)]
+#[rtype(result = "Result<Created, StreamError>")]
+pub struct CreateStream(pub StreamSpec);
+
+impl Handler<CreateStream> for StreamActor {
+    type Result = AtomicResponse<Self, Result<Created, StreamError>>;
+
+    fn handle(&mut self, msg: CreateStream, _ctx: &mut Context<Self>) -> Self::Result {
+        let js = self.js.clone();
+        let state = self.state.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let spec = msg.0;
+                let streams = refresh_catalog(&js, &state).await?;
+                if let Some(existing) = streams.iter().find(|s| s.config.name == spec.name) {
+                    let diffs = differences(&spec, &existing.config);
+                    return if diffs.is_empty() {
+                        Ok(Created::Existing(existing.clone()))
+                    } else {
+                        Err(StreamError::Conflict(format!(
+                            "stream {} already exists with a different config ({})",
+                            spec.name,
+                            diffs.join(", ")
+                        )))
+                    };
+                }
+                check_overlap(&spec, &streams)?;
+                let mut created = js
+                    .create_stream(to_nats(&spec))
+                    .await
+                    .map_err(|e| StreamError::from_create(&e))?;
+                let info = created
+                    .info()
+                    .await
+                    .map_err(|e| StreamError::request(&e))?
+                    .clone();
+                let _ = refresh_catalog(&js, &state).await;
+                Ok(Created::New(info))
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+fn check_overlap(spec: &StreamSpec, streams: &[stream::Info]) -> Result<(), StreamError> {
+    for other in streams.iter().filter(|s| s.config.name != spec.name) {
+        for theirs in &other.config.subjects {
+            if let Some(ours) = spec
+                .subjects
+                .iter()
+                .find(|ours| subject::overlap(ours, theirs))
+            {
+                return Err(StreamError::Conflict(format!(
+                    "subject {ours:?} overlaps {theirs:?} of stream {}",
+                    other.config.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Updates a stream: the given fields replace the current ones, the rest stay.
+#[derive(Message)]
+#[rtype(result = "Result<stream::Info, StreamError>")]
+pub struct UpdateStream {
+    pub name: String,
+    pub changes: StreamConfig,
+}
+
+impl Handler<UpdateStream> for StreamActor {
+    type Result = AtomicResponse<Self, Result<stream::Info, StreamError>>;
+
+    fn handle(&mut self, msg: UpdateStream, _ctx: &mut Context<Self>) -> Self::Result {
+        let js = self.js.clone();
+        let state = self.state.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let streams = refresh_catalog(&js, &state).await?;
+                let current = streams
+                    .iter()
+                    .find(|s| s.config.name == msg.name)
+                    .ok_or_else(|| {
+                        StreamError::NotFound(format!("stream {} not found", msg.name))
+                    })?;
+                let spec = from_nats(&current.config).merged(&msg.changes);
+                if spec.subjects.is_empty() {
+                    return Err(StreamError::Invalid(
+                        "subjects: at least one subject is needed".into(),
+                    ));
+                }
+                check_overlap(&spec, &streams)?;
+                let info = js
+                    .update_stream(to_nats(&spec))
+                    .await
+                    .map_err(|e| StreamError::from_update(&e))?;
+                let _ = refresh_catalog(&js, &state).await;
+                Ok(info)
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+/// Deletes a stream. Streams from the config are refused: they would come back at the
+/// next reconnection.
+#[derive(Message)]
+#[rtype(result = "Result<Value, StreamError>")]
+pub struct DeleteStream(pub String);
+
+impl Handler<DeleteStream> for StreamActor {
+    type Result = AtomicResponse<Self, Result<Value, StreamError>>;
+
+    fn handle(&mut self, msg: DeleteStream, _ctx: &mut Context<Self>) -> Self::Result {
+        let js = self.js.clone();
+        let state = self.state.clone();
+        let configured = self.specs.iter().any(|s| s.name == msg.0);
+        AtomicResponse::new(Box::pin(
+            async move {
+                let name = msg.0;
+                let info = get_info(&js, &name).await?;
+                if configured {
+                    return Err(StreamError::Protected(format!(
+                        "stream {name} is defined in the config; remove it there first"
+                    )));
+                }
+                js.delete_stream(&name)
+                    .await
+                    .map_err(|e| StreamError::from_get(&e))?;
+                state.remove_health(&name);
+                let _ = refresh_catalog(&js, &state).await;
+                Ok(info_view(&info))
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl StreamActor {
+    /// The request timeout this actor's JetStream calls use.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}

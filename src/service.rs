@@ -7,13 +7,11 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::jetstream;
-
 use actix::{Addr, Supervisor};
 use actix_web::{web, App, HttpServer};
 use tracing::{info, warn};
 
-use crate::api::{self, AppState};
+use crate::api::{self, publish::Publisher, AppState};
 use crate::config::BrokerConfig;
 use crate::nats::{
     self, server_conf, NatsProcessActor, NatsProcessError, NatsState, ServerPorts, StartServer,
@@ -21,9 +19,6 @@ use crate::nats::{
 };
 use crate::stats::{metrics::MetricsError, Metrics};
 use crate::streams::{StreamActor, StreamsState};
-
-/// JetStream publishes through the API whose acks may be outstanding at once.
-const PUBLISH_ACKS_IN_FLIGHT: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -97,16 +92,10 @@ pub async fn run(
         );
         Supervisor::start(move |_| StreamActor::new(client, nats, specs, streams, request_timeout))
     };
-    let js = jetstream::ContextBuilder::new()
-        .timeout(request_timeout)
-        .max_ack_inflight(PUBLISH_ACKS_IN_FLIGHT)
-        .backpressure_on_inflight(true)
-        .build(client.clone());
     let app_state = web::Data::new(AppState {
         config: config.clone(),
         nats: nats_state,
         client: client.clone(),
-        js,
         streams,
         stream_actor,
         metrics,
@@ -114,8 +103,22 @@ pub async fn run(
         started: Instant::now(),
         started_at: SystemTime::now(),
     });
+    let publisher_cfg = (config.nats.clone(), credentials.clone());
     let mut server = HttpServer::new(move || {
+        let (nats, credentials) = publisher_cfg.clone();
         App::new()
+            .data_factory(move || {
+                let (nats, credentials) = (nats.clone(), credentials.clone());
+                async move {
+                    let client = nats::client::connect_publisher(
+                        &nats,
+                        credentials.as_ref(),
+                        request_timeout,
+                    )
+                    .await?;
+                    Ok::<_, nats::client::ClientError>(Publisher::new(client, request_timeout))
+                }
+            })
             .app_data(app_state.clone())
             .configure(api::configure)
     })

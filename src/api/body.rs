@@ -42,12 +42,17 @@ pub async fn read_json(
     code: ErrorCode,
 ) -> Result<Value, ApiError> {
     let body = read_limited(payload, limit).await?;
+    parse_json(&body, code)
+}
+
+/// Parses a JSON body; a body that is empty or not JSON is a 400 with `code`.
+pub fn parse_json(body: &[u8], code: ErrorCode) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(
             code,
             "request body is empty: a JSON object is expected",
         ));
     }
-    serde_json::from_slice(&body)
+    serde_json::from_slice(body)
         .map_err(|e| ApiError::new(code, format!("request body is not valid JSON: {e}")))
 }

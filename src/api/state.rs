@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::{Addr, MailboxError};
-use async_nats::jetstream::context::Context as JetStream;
 
 use super::envelope::{ApiError, ErrorCode};
 use crate::config::BrokerConfig;
@@ -19,8 +18,6 @@ pub struct AppState {
     pub config: Arc<BrokerConfig>,
     pub nats: Arc<NatsState>,
     pub client: async_nats::Client,
-    /// JetStream context for publishing (acks awaited with backpressure).
-    pub js: JetStream,
     pub streams: Arc<StreamsState>,
     pub stream_actor: Addr<StreamActor>,
     pub metrics: Arc<Metrics>,

@@ -1,12 +1,16 @@
-//! The one shared async-nats connection: reconnects forever with a short capped delay (so
-//! a restarted child is picked up quickly), logs connection events and keeps
-//! [`NatsState`] informed. Every actor and handler clones this client.
+//! The shared async-nats connection: reconnects forever with a short capped delay (so a
+//! restarted child is picked up quickly), logs connection events and keeps [`NatsState`]
+//! informed. Every actor and handler clones this client.
+//!
+//! [`connect_publisher`] opens one more connection with the same options for each HTTP
+//! worker thread, used only by the publish endpoints: its I/O task then runs on the
+//! worker's own thread, so a REST publish and its JetStream ack never hop threads.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{ConnectOptions, Event};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::server_conf::BrokerCredentials;
 use super::state::NatsState;
@@ -31,7 +35,50 @@ pub async fn connect(
     request_timeout: Duration,
     state: Arc<NatsState>,
 ) -> Result<async_nats::Client, ClientError> {
-    let urls = nats.client_urls();
+    let options = options(nats, credentials, request_timeout).event_callback(move |event| {
+        let state = state.clone();
+        async move {
+            match event {
+                Event::Connected => {
+                    state.set_client_connected(true);
+                    info!(
+                        reconnects = state.client_reconnects(),
+                        "nats client connected"
+                    );
+                }
+                Event::Disconnected => {
+                    state.set_client_connected(false);
+                    warn!("nats client disconnected");
+                }
+                Event::Closed => {
+                    state.set_client_connected(false);
+                    info!("nats client closed");
+                }
+                Event::SlowConsumer(sid) => warn!(sid, "nats slow consumer"),
+                Event::LameDuckMode => warn!("nats server entered lame duck mode"),
+                Event::Draining => info!("nats client draining"),
+                Event::ServerError(e) => warn!(error = %e, "nats server error"),
+                Event::ClientError(e) => warn!(error = %e, "nats client error"),
+            }
+        }
+    });
+    open(options, &nats.client_urls()).await
+}
+
+/// A connection for one HTTP worker's publishes; its events are logged at debug only
+/// (the shared connection reports the same outages).
+pub async fn connect_publisher(
+    nats: &NatsConfig,
+    credentials: Option<&BrokerCredentials>,
+    request_timeout: Duration,
+) -> Result<async_nats::Client, ClientError> {
+    let options = options(nats, credentials, request_timeout)
+        .name("prism-broker-publisher")
+        .event_callback(|event| async move { debug!(%event, "publisher connection event") });
+    open(options, &nats.client_urls()).await
+}
+
+async fn open(options: ConnectOptions, urls: &[String]) -> Result<async_nats::Client, ClientError> {
     let addrs = urls
         .iter()
         .map(|url| {
@@ -42,7 +89,20 @@ pub async fn connect(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    options
+        .connect(addrs)
+        .await
+        .map_err(|source| ClientError::Connect {
+            urls: urls.join(","),
+            source,
+        })
+}
 
+fn options(
+    nats: &NatsConfig,
+    credentials: Option<&BrokerCredentials>,
+    request_timeout: Duration,
+) -> ConnectOptions {
     let mut options = ConnectOptions::new()
         .name("prism-broker")
         .retry_on_initial_connect()
@@ -51,33 +111,6 @@ pub async fn connect(
         .request_timeout(Some(request_timeout))
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((50 * attempts as u64).min(1000))
-        })
-        .event_callback(move |event| {
-            let state = state.clone();
-            async move {
-                match event {
-                    Event::Connected => {
-                        state.set_client_connected(true);
-                        info!(
-                            reconnects = state.client_reconnects(),
-                            "nats client connected"
-                        );
-                    }
-                    Event::Disconnected => {
-                        state.set_client_connected(false);
-                        warn!("nats client disconnected");
-                    }
-                    Event::Closed => {
-                        state.set_client_connected(false);
-                        info!("nats client closed");
-                    }
-                    Event::SlowConsumer(sid) => warn!(sid, "nats slow consumer"),
-                    Event::LameDuckMode => warn!("nats server entered lame duck mode"),
-                    Event::Draining => info!("nats client draining"),
-                    Event::ServerError(e) => warn!(error = %e, "nats server error"),
-                    Event::ClientError(e) => warn!(error = %e, "nats client error"),
-                }
-            }
         });
     if let Some(credentials) = credentials {
         options = options.user_and_password(credentials.user.clone(), credentials.password.clone());
@@ -89,10 +122,4 @@ pub async fn connect(
         }
     }
     options
-        .connect(addrs)
-        .await
-        .map_err(|source| ClientError::Connect {
-            urls: urls.join(","),
-            source,
-        })
 }

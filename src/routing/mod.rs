@@ -4,4 +4,21 @@
 pub mod cli;
 pub mod headers;
 pub mod path;
+pub mod pattern;
+pub mod template;
 pub mod yaml;
+
+use headers::Headers;
+
+/// What templates, conditions and transforms may read about the message being routed.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageContext<'a> {
+    /// The subject the message arrived on.
+    pub subject: &'a str,
+    /// Captured values by capture index of the route's `from`.
+    pub captures: &'a [&'a str],
+    /// Headers of the incoming message.
+    pub headers: &'a Headers,
+    /// The routing time, epoch milliseconds (`{@now_ms}`).
+    pub now_ms: i64,
+}

@@ -2,6 +2,7 @@
 //! No actix and no I/O; used by the live router and by the `check` / `test` commands.
 
 pub mod cli;
+pub mod condition;
 pub mod headers;
 pub mod path;
 pub mod pattern;

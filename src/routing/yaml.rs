@@ -24,6 +24,22 @@ impl YamlError {
     }
 }
 
+/// One problem found while compiling a rule file, at a line of that file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(line: usize, message: impl Into<String>) -> Self {
+        Problem {
+            line,
+            message: message.into(),
+        }
+    }
+}
+
 /// One YAML node with the line it starts on (1-based).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {

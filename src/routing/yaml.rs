@@ -74,8 +74,11 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
             value: NodeValue::Null,
         });
     }
+    // YAML 1.2 booleans only: a field named `n` or a value `y` / `no` / `off` stays text.
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
     let spanned: Spanned<NodeValue> =
-        serde_saphyr::from_str(text).map_err(|e| YamlError::Syntax {
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| YamlError::Syntax {
             line: e.location().map(|l| l.line() as usize).unwrap_or(0),
             message: first_line(&e.to_string()),
         })?;
@@ -292,6 +295,14 @@ mod tests {
     #[test]
     fn duplicate_keys_are_rejected() {
         assert!(parse("a: 1\na: 2\n").is_err());
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_stay_text() {
+        assert_eq!(
+            parse("a: [y, n, yes, off, true, False]").unwrap().to_json(),
+            serde_json::json!({"a": ["y", "n", "yes", "off", true, false]})
+        );
     }
 
     #[test]

@@ -6,10 +6,17 @@ pub mod condition;
 pub mod headers;
 pub mod path;
 pub mod pattern;
+pub mod route;
+pub mod table;
 pub mod template;
+pub mod testcase;
 pub mod yaml;
 
-use headers::Headers;
+pub use headers::Headers;
+pub use route::{
+    CompiledRoute, FailureAction, OnError, OutputMessage, RouteError, RouteOutcome, RouteSource,
+};
+pub use table::{RouteResult, RouteTable, RuleProblem, TableError, TableSettings};
 
 /// What templates, conditions and transforms may read about the message being routed.
 #[derive(Debug, Clone, Copy)]

@@ -238,6 +238,11 @@ impl Pipeline {
         Pipeline { steps }
     }
 
+    /// Adds the steps of `other` after this pipeline's.
+    pub fn append(&mut self, other: Pipeline) {
+        self.steps.extend(other.steps);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }

@@ -229,26 +229,24 @@ impl CompiledRoute {
                 Err(e) => self.fail(e, &ctx, &parsed, payload),
             };
         }
-        let transformed = match self.pipeline.run(parsed.clone(), &ctx) {
+        let transformed = match self.pipeline.run(parsed, &ctx) {
             Ok(t) => t,
-            Err(e) => return self.fail(e.into(), &ctx, &parsed, payload),
+            Err(e) => return self.fail(e.into(), &ctx, &Value::Null, payload),
         };
         let mut messages = Vec::with_capacity(transformed.len() * self.outputs.len());
         for message in &transformed {
-            let bytes = match serde_json::to_vec(message) {
-                Ok(b) => Bytes::from(b),
-                Err(e) => {
-                    let err = TransformError::Failed {
-                        kind: "serialize",
-                        field: String::new(),
-                        message: e.to_string(),
-                    };
-                    return self.fail(err.into(), &ctx, &parsed, payload);
-                }
-            };
-            match self.render_all(&ctx, message, &bytes) {
+            let mut buf = Vec::with_capacity(payload.len() + 64);
+            if let Err(e) = serde_json::to_writer(&mut buf, message) {
+                let err = TransformError::Failed {
+                    kind: "serialize",
+                    field: String::new(),
+                    message: e.to_string(),
+                };
+                return self.fail(err.into(), &ctx, &Value::Null, payload);
+            }
+            match self.render_all(&ctx, message, &Bytes::from(buf)) {
                 Ok(out) => messages.extend(out),
-                Err(e) => return self.fail(e, &ctx, &parsed, payload),
+                Err(e) => return self.fail(e, &ctx, &Value::Null, payload),
             }
         }
         RouteOutcome::Outputs { messages, age_ms }

@@ -199,10 +199,16 @@ impl Template {
     ) -> Result<String, TemplateError> {
         let mut out = String::with_capacity(self.text.len() + 16);
         self.render_into(&mut out, ctx, payload, true)?;
-        crate::subject::validate_subject(&out).map_err(|reason| TemplateError::InvalidSubject {
-            subject: out.clone(),
-            reason,
-        })?;
+        if !is_valid_subject(&out) {
+            // the shared validator explains what is wrong; only failures pay for it
+            let reason = crate::subject::validate_subject(&out)
+                .err()
+                .unwrap_or_else(|| "invalid subject".into());
+            return Err(TemplateError::InvalidSubject {
+                subject: out,
+                reason,
+            });
+        }
         Ok(out)
     }
 
@@ -297,6 +303,17 @@ impl Template {
         }
         Ok(())
     }
+}
+
+/// Allocation-free check with the rules of [`crate::subject::validate_subject`]: non-empty
+/// tokens, no wildcard tokens or characters, no white space or control characters.
+fn is_valid_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.split('.').all(|token| {
+            !token.is_empty()
+                && !token.contains(['*', '>'])
+                && !token.chars().any(|c| c.is_whitespace() || c.is_control())
+        })
 }
 
 /// Epoch milliseconds as RFC 3339 UTC with millisecond precision, e.g.
@@ -423,6 +440,19 @@ mod tests {
             render("x.{$.empty}", p),
             Err(TemplateError::NotToken { .. })
         ));
+    }
+
+    #[test]
+    fn fast_subject_check_agrees_with_the_shared_validator() {
+        for s in [
+            "a", "a.b", "", "a..b", ".a", "a.", "a.*", "a.>", "a b", "a\tb", "a.b*", "ä.ß",
+        ] {
+            assert_eq!(
+                is_valid_subject(s),
+                crate::subject::validate_subject(s).is_ok(),
+                "{s:?}"
+            );
+        }
     }
 
     #[test]

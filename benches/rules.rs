@@ -69,7 +69,8 @@ fn trade_route(c: &mut Criterion) {
     // the floor: parse and serialize the same payload with no rule work at all
     group.bench_function("baseline/json-parse-serialize", |b| {
         b.iter(|| {
-            let v: serde_json::Value = serde_json::from_slice(black_box(&payload)).unwrap_or_default();
+            let v: serde_json::Value =
+                serde_json::from_slice(black_box(&payload)).unwrap_or_default();
             serde_json::to_vec(&v).unwrap_or_default()
         })
     });

@@ -245,6 +245,14 @@ fn jetstream_sources_need_a_capturing_stream() {
 }
 
 #[test]
+fn a_broken_from_does_not_cascade_into_its_templates() {
+    let found = problems(&one_route(
+        "    from: 'a..{x}'\n    to: [{subject: 'b.{x}'}]\n",
+    ));
+    assert_eq!(found.len(), 1, "{found:#?}");
+}
+
+#[test]
 fn other_field_problems() {
     assert_problem(
         &one_route("    from: a\n    to: [{subject: 'b..{$.x}'}]\n"),
@@ -366,7 +374,9 @@ fn dead_letters_name_route_error_and_subject() {
     let t = table(&one_route(
         "    from: a.{x}\n    transform: [{to_number: [p]}]\n    to: [{subject: 'b.{x}'}]\n",
     ));
-    let headers: Headers = [("X-In", "1")].into_iter().collect();
+    let headers: Headers = [("X-In", "1"), ("Nats-Expected-Stream", "S")]
+        .into_iter()
+        .collect();
     let outcome = run(&t, "a.y", &headers, json!({"p": "abc"}));
     let RouteOutcome::Failed {
         error,
@@ -384,6 +394,11 @@ fn dead_letters_name_route_error_and_subject() {
         .get("Prism-Error")
         .is_some_and(|e| e.contains("numeric")));
     assert_eq!(dl.headers.get("X-In"), Some("1"));
+    assert_eq!(
+        dl.headers.get("Nats-Expected-Stream"),
+        None,
+        "server controls are not carried"
+    );
     assert_eq!(
         dl.payload,
         Bytes::from(json!({"p": "abc"}).to_string()),

@@ -15,7 +15,7 @@ use super::path::CompiledPath;
 use super::pattern::SubjectPattern;
 use super::template::{Template, TemplateError};
 use super::MessageContext;
-use crate::transforms::{Pipeline, TransformError};
+use crate::transforms::{Applied, Pipeline, TransformError};
 
 /// Headers the router puts on dead letters.
 pub const HEADER_ROUTE: &str = "Prism-Route";
@@ -229,12 +229,16 @@ impl CompiledRoute {
                 Err(e) => self.fail(e, &ctx, &parsed, payload),
             };
         }
-        let transformed = match self.pipeline.run(parsed, &ctx) {
+        let transformed = match self.pipeline.apply(parsed, &ctx) {
             Ok(t) => t,
             Err(e) => return self.fail(e.into(), &ctx, &Value::Null, payload),
         };
+        let transformed: &[Value] = match &transformed {
+            Applied::One(v) => std::slice::from_ref(v),
+            Applied::Many(vs) => vs,
+        };
         let mut messages = Vec::with_capacity(transformed.len() * self.outputs.len());
-        for message in &transformed {
+        for message in transformed {
             let mut buf = Vec::with_capacity(payload.len() + 64);
             if let Err(e) = serde_json::to_writer(&mut buf, message) {
                 let err = TransformError::Failed {
@@ -336,11 +340,17 @@ impl CompiledRoute {
         ctx: &MessageContext<'_>,
         payload: &Bytes,
     ) -> OutputMessage {
-        let mut headers = ctx.headers.clone();
+        let mut headers = Headers::new();
+        for (name, values) in ctx.headers.iter() {
+            if !is_server_control(name) {
+                for v in values {
+                    headers.append(name, v.as_str());
+                }
+            }
+        }
         headers.insert(HEADER_ROUTE, self.name.as_str());
         headers.insert(HEADER_ERROR, sanitize_header(&error.to_string()));
         headers.insert(HEADER_ORIGINAL_SUBJECT, ctx.subject);
-        headers.remove("Nats-Msg-Id");
         OutputMessage {
             subject: self.dead_letter_subject.clone(),
             headers,

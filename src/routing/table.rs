@@ -592,7 +592,11 @@ fn compile_route(
     };
     let empty = Vec::new();
     let captures: &[String] = pattern.as_ref().map_or(&empty, |p| p.capture_names());
-    let scope = CaptureScope::Names(captures);
+    // with a broken `from`, capture names are unknown: do not pile follow-up errors on it
+    let scope = match &pattern {
+        Some(_) => CaptureScope::Names(captures),
+        None => CaptureScope::Unchecked,
+    };
 
     let source = match item.get("source") {
         None => Some(RouteSource::Core {

@@ -257,26 +257,35 @@ impl Pipeline {
         payload: Value,
         ctx: &MessageContext<'_>,
     ) -> Result<Vec<Value>, TransformError> {
-        let mut messages = vec![payload];
+        Ok(match self.apply(payload, ctx)? {
+            Applied::One(v) => vec![v],
+            Applied::Many(vs) => vs,
+        })
+    }
+
+    /// Runs every step; a single message (the common case) stays off the heap-allocated list.
+    pub fn apply(
+        &self,
+        payload: Value,
+        ctx: &MessageContext<'_>,
+    ) -> Result<Applied, TransformError> {
+        let mut current = Applied::One(payload);
         for step in &self.steps {
-            if messages.len() == 1 {
-                let one = messages.pop().unwrap_or(Value::Null);
-                match step.apply(one, ctx)? {
-                    Applied::One(v) => messages.push(v),
-                    Applied::Many(vs) => messages = vs,
-                }
-            } else {
-                let mut next = Vec::with_capacity(messages.len());
-                for m in messages {
-                    match step.apply(m, ctx)? {
-                        Applied::One(v) => next.push(v),
-                        Applied::Many(vs) => next.extend(vs),
+            current = match current {
+                Applied::One(v) => step.apply(v, ctx)?,
+                Applied::Many(messages) => {
+                    let mut next = Vec::with_capacity(messages.len());
+                    for m in messages {
+                        match step.apply(m, ctx)? {
+                            Applied::One(v) => next.push(v),
+                            Applied::Many(vs) => next.extend(vs),
+                        }
                     }
+                    Applied::Many(next)
                 }
-                messages = next;
-            }
+            };
         }
-        Ok(messages)
+        Ok(current)
     }
 }
 

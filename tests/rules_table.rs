@@ -524,3 +524,11 @@ fn shipped_rules_compile_against_the_default_streams() {
     assert!(t.route("trades-canonical").is_some());
     assert_eq!(t.transform_names().len(), 4);
 }
+
+#[test]
+fn compiled_routes_can_move_into_tasks() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<RouteTable>();
+    send_sync::<std::sync::Arc<prism_broker::routing::CompiledRoute>>();
+    send_sync::<RouteOutcome>();
+}

@@ -292,7 +292,8 @@ impl RouteTable {
         &self.transforms
     }
 
-    /// Distinct subscriptions the router must open: (filter, source), one per route.
+    /// The subscriptions the router opens: (filter, source), one per route, in route order;
+    /// each route runs on its own subscription so it can run in its own task.
     pub fn subscriptions(&self) -> Vec<(&str, &RouteSource)> {
         self.routes
             .iter()
@@ -1014,8 +1015,8 @@ fn lint_output(
     }
 }
 
-/// Parses a payload given in a test file or an API request: JSON text as is, anything else
-/// serialized to JSON.
+/// The bytes to send for a payload given in a test file or an API request: a JSON string is
+/// sent as its text (so non-JSON input can be tested), any other value as JSON.
 pub fn payload_bytes(value: &Value) -> Bytes {
     match value {
         Value::String(s) => Bytes::from(s.clone().into_bytes()),

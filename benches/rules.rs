@@ -1,0 +1,91 @@
+//! Micro-benchmark of the shipped `trades-canonical` route on a sample trade: subject match,
+//! JSON parse, `when`, the `trade-canonical` pipeline, output rendering and JSON serialize —
+//! everything the live router does per message except the network.
+//!
+//! `cargo bench --bench rules -- --measurement-time 3`
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use prism_broker::routing::{Headers, RouteOutcome, RouteTable, TableSettings};
+
+const TRADE: &str = r#"{"symbol": "BTC-USDT", "price": "67234.56000000", "quantity": "0.01250000", "side": "sell", "trade_id": "5123456789", "exchange": "binance", "market_type": "spot", "data_source": "marketprism", "normalized_symbol": "BTC-USDT", "data_type": "trade", "ts_ms": 1795290133376, "trade_ts_ms": 1795290133198, "publisher": "unified-collector", "collected_ts_ms": 1795290133375}"#;
+
+fn shipped() -> RouteTable {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    match RouteTable::load(
+        format!("{dir}/routes.d").as_ref(),
+        format!("{dir}/transforms").as_ref(),
+        &TableSettings::default(),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn trade_route(c: &mut Criterion) {
+    let table = shipped();
+    let Some(route) = table.route("trades-canonical").cloned() else {
+        eprintln!("trades-canonical is not shipped");
+        std::process::exit(1);
+    };
+    let payload = Bytes::from_static(TRADE.as_bytes());
+    let headers = Headers::new();
+    let subject = "trade.binance.spot.BTC-USDT";
+    // sanity: the benchmark measures the real path, which produces one output
+    match route.process(subject, &headers, &payload, 1_795_290_133_500) {
+        RouteOutcome::Outputs { messages, .. } if messages.len() == 1 => {}
+        other => {
+            eprintln!("unexpected outcome: {other:?}");
+            std::process::exit(1);
+        }
+    }
+    let mut group = c.benchmark_group("rules");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("trades-canonical/sample-trade", |b| {
+        b.iter(|| {
+            route.process(
+                black_box(subject),
+                black_box(&headers),
+                black_box(&payload),
+                black_box(1_795_290_133_500),
+            )
+        })
+    });
+    group.bench_function("table-evaluate/sample-trade", |b| {
+        b.iter(|| {
+            table.evaluate(
+                black_box(subject),
+                &headers,
+                black_box(&payload),
+                1_795_290_133_500,
+            )
+        })
+    });
+    // the floor: parse and serialize the same payload with no rule work at all
+    group.bench_function("baseline/json-parse-serialize", |b| {
+        b.iter(|| {
+            let v: serde_json::Value =
+                serde_json::from_slice(black_box(&payload)).unwrap_or_default();
+            serde_json::to_vec(&v).unwrap_or_default()
+        })
+    });
+    group.bench_function("no-match/orderbook-subject", |b| {
+        b.iter(|| {
+            route.process(
+                black_box("orderbook.binance.spot.BTC-USDT"),
+                &headers,
+                &payload,
+                0,
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, trade_route);
+criterion_main!(benches);

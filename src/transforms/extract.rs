@@ -1,0 +1,117 @@
+//! `extract`: copies JSONPath results into fields.
+//!
+//! ```yaml
+//! - extract: { best_bid_price: "$.bids[0].price", bid_prices: "$.bids[*].price" }
+//! ```
+//! A singular path (names and indices only) sets its value; a path that can select several
+//! values sets the list of them. A path that selects nothing leaves the field unset.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{
+    parse_config, parse_field, Applied, BuildContext, FieldPath, Transform, TransformError,
+};
+use crate::routing::path::CompiledPath;
+use crate::routing::MessageContext;
+
+const KIND: &str = "extract";
+
+#[derive(Debug)]
+pub struct Extract {
+    fields: Vec<(FieldPath, CompiledPath)>,
+}
+
+pub fn build(
+    config: &Value,
+    _ctx: &BuildContext<'_>,
+) -> Result<Box<dyn Transform>, TransformError> {
+    let raw: BTreeMap<String, String> = parse_config(KIND, config)?;
+    if raw.is_empty() {
+        return Err(TransformError::Config {
+            kind: KIND,
+            message: "needs at least one field".into(),
+        });
+    }
+    let fields = raw
+        .iter()
+        .map(|(field, path)| {
+            let path = CompiledPath::compile(path).map_err(|e| TransformError::Config {
+                kind: KIND,
+                message: e.to_string(),
+            })?;
+            Ok((parse_field(KIND, field)?, path))
+        })
+        .collect::<Result<_, TransformError>>()?;
+    Ok(Box::new(Extract { fields }))
+}
+
+impl Transform for Extract {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn apply(
+        &self,
+        mut payload: Value,
+        _ctx: &MessageContext<'_>,
+    ) -> Result<Applied, TransformError> {
+        if !payload.is_object() {
+            return Err(TransformError::NotObject { kind: KIND });
+        }
+        let mut found = Vec::with_capacity(self.fields.len());
+        for (field, path) in &self.fields {
+            let value = if path.is_singular() {
+                path.first(&payload).cloned()
+            } else {
+                let all = path.all(&payload);
+                (!all.is_empty()).then(|| Value::Array(all.into_iter().cloned().collect()))
+            };
+            if let Some(v) = value {
+                found.push((field, v));
+            }
+        }
+        for (field, v) in found {
+            field
+                .set(&mut payload, v)
+                .map_err(|message| TransformError::Failed {
+                    kind: KIND,
+                    field: field.as_str().into(),
+                    message,
+                })?;
+        }
+        Ok(Applied::One(payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::transforms::testing::*;
+    use serde_json::json;
+
+    #[test]
+    fn extracts_single_and_many() {
+        let book = json!({"bids": [{"price": "2"}, {"price": "1"}]});
+        let out = apply(
+            "extract: {best: '$.bids[0].price', all: '$.bids[*].price', none: '$.asks[0].price'}",
+            book.clone(),
+        )
+        .unwrap();
+        assert_eq!(out["best"], json!("2"));
+        assert_eq!(out["all"], json!(["2", "1"]));
+        assert!(
+            out.get("none").is_none(),
+            "missing path leaves the field unset"
+        );
+    }
+
+    #[test]
+    fn invalid_config_and_wrong_types() {
+        assert!(config_error("extract: {a: 'bids'}").contains("jsonpath"));
+        assert!(config_error("extract: {a: '$.['}").contains("jsonpath"));
+        assert!(config_error("extract: [a]").contains("invalid config"));
+        assert!(config_error("extract: {}").contains("at least one"));
+        assert!(apply("extract: {a: '$.x'}", json!([1])).is_err());
+    }
+}

@@ -1,0 +1,68 @@
+//! `remove`: deletes fields (`- remove: [publisher, data_source]`); missing ones are skipped.
+
+use serde_json::Value;
+
+use super::{
+    parse_config, parse_fields, Applied, BuildContext, FieldPath, Transform, TransformError,
+};
+use crate::routing::MessageContext;
+
+const KIND: &str = "remove";
+
+#[derive(Debug)]
+pub struct Remove {
+    fields: Vec<FieldPath>,
+}
+
+pub fn build(
+    config: &Value,
+    _ctx: &BuildContext<'_>,
+) -> Result<Box<dyn Transform>, TransformError> {
+    let names: Vec<String> = parse_config(KIND, config)?;
+    Ok(Box::new(Remove {
+        fields: parse_fields(KIND, &names)?,
+    }))
+}
+
+impl Transform for Remove {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn apply(
+        &self,
+        mut payload: Value,
+        _ctx: &MessageContext<'_>,
+    ) -> Result<Applied, TransformError> {
+        if !payload.is_object() {
+            return Err(TransformError::NotObject { kind: KIND });
+        }
+        for field in &self.fields {
+            field.take(&mut payload);
+        }
+        Ok(Applied::One(payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::transforms::testing::*;
+    use serde_json::json;
+
+    #[test]
+    fn removes_present_and_skips_missing() {
+        let out = apply(
+            "remove: [a, m.x, nope]",
+            json!({"a": 1, "b": 2, "m": {"x": 1, "y": 2}}),
+        );
+        assert_eq!(out.unwrap(), json!({"b": 2, "m": {"y": 2}}));
+    }
+
+    #[test]
+    fn invalid_config_and_wrong_types() {
+        assert!(config_error("remove: a").contains("invalid config"));
+        assert!(config_error("remove: [1]").contains("invalid config"));
+        assert!(config_error("remove: []").contains("at least one"));
+        assert!(apply("remove: [a]", json!(5)).is_err());
+    }
+}

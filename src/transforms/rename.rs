@@ -1,0 +1,92 @@
+//! `rename`: moves fields to new names (`- rename: { trade_ts_ms: event_ts_ms }`).
+//! A missing source field is skipped; the target is overwritten.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{
+    parse_config, parse_field, Applied, BuildContext, FieldPath, Transform, TransformError,
+};
+use crate::routing::MessageContext;
+
+const KIND: &str = "rename";
+
+#[derive(Debug)]
+pub struct Rename {
+    pairs: Vec<(FieldPath, FieldPath)>,
+}
+
+pub fn build(
+    config: &Value,
+    _ctx: &BuildContext<'_>,
+) -> Result<Box<dyn Transform>, TransformError> {
+    let raw: BTreeMap<String, String> = parse_config(KIND, config)?;
+    if raw.is_empty() {
+        return Err(TransformError::Config {
+            kind: KIND,
+            message: "needs at least one field".into(),
+        });
+    }
+    let pairs = raw
+        .iter()
+        .map(|(from, to)| Ok((parse_field(KIND, from)?, parse_field(KIND, to)?)))
+        .collect::<Result<_, TransformError>>()?;
+    Ok(Box::new(Rename { pairs }))
+}
+
+impl Transform for Rename {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn apply(
+        &self,
+        mut payload: Value,
+        _ctx: &MessageContext<'_>,
+    ) -> Result<Applied, TransformError> {
+        if !payload.is_object() {
+            return Err(TransformError::NotObject { kind: KIND });
+        }
+        for (from, to) in &self.pairs {
+            if let Some(value) = from.take(&mut payload) {
+                to.set(&mut payload, value)
+                    .map_err(|message| TransformError::Failed {
+                        kind: KIND,
+                        field: to.as_str().into(),
+                        message,
+                    })?;
+            }
+        }
+        Ok(Applied::One(payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::transforms::testing::*;
+    use serde_json::json;
+
+    #[test]
+    fn renames_and_nests() {
+        let out = apply("rename: {a: b, c: meta.c}", json!({"a": 1, "c": 2, "b": 0})).unwrap();
+        assert_eq!(out, json!({"b": 1, "meta": {"c": 2}}));
+    }
+
+    #[test]
+    fn missing_source_is_skipped() {
+        assert_eq!(
+            apply("rename: {a: b}", json!({"x": 1})).unwrap(),
+            json!({"x": 1})
+        );
+    }
+
+    #[test]
+    fn invalid_config_and_wrong_types() {
+        assert!(config_error("rename: [a, b]").contains("invalid config"));
+        assert!(config_error("rename: {a: [b]}").contains("invalid config"));
+        assert!(config_error("rename: {}").contains("at least one"));
+        assert!(apply("rename: {a: b}", json!("text")).is_err());
+        assert!(apply("rename: {a: b.c}", json!({"a": 1, "b": 2})).is_err());
+    }
+}

@@ -1,6 +1,6 @@
 # prism-broker: `make run` starts the service with config/broker.yaml (it starts its own
 # nats-server under data/); `make test` runs the whole test suite.
-.PHONY: run test deps build lint fmt bench check-rules
+.PHONY: run test deps build lint fmt
 
 CONFIG ?= config/broker.yaml
 
@@ -14,6 +14,9 @@ run: deps build
 	./target/release/prism-broker --config $(CONFIG) serve
 
 test: deps
+	cargo build --quiet
+	./target/debug/prism-broker --config $(CONFIG) check
+	./target/debug/prism-broker --config $(CONFIG) test tests/routes
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --no-fail-fast; \
 	else \

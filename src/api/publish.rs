@@ -483,10 +483,19 @@ mod tests {
             assert_eq!(fast.subject, slow.subject);
             assert_eq!(fast.payload, slow.payload, "{body}");
             assert_eq!(fast.msg_id, slow.msg_id);
-            assert_eq!(
-                fast.headers.map(|h| format!("{h:?}")),
-                slow.headers.map(|h| format!("{h:?}"))
-            );
+            let sorted = |h: Option<HeaderMap>| {
+                h.map(|h| {
+                    h.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.to_string(),
+                                v.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+                            )
+                        })
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                })
+            };
+            assert_eq!(sorted(fast.headers), sorted(slow.headers));
         }
     }
 

@@ -17,7 +17,7 @@ use crate::nats::{
     self, server_conf, NatsProcessActor, NatsProcessError, NatsState, ServerPorts, StartServer,
     StopServer,
 };
-use crate::stats::{metrics::MetricsError, Metrics};
+use crate::stats::{metrics::MetricsError, Metrics, RequestMetrics, StatsActor, StatsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -80,15 +80,22 @@ pub async fn run(
     .await?;
 
     let metrics = Arc::new(Metrics::new()?);
+    let stats = StatsActor::start_supervised(
+        metrics.clone(),
+        nats_state.clone(),
+        client.clone(),
+        StatsConfig::default(),
+    );
     let app_state = web::Data::new(AppState::new(
         config.clone(),
         nats_state,
         client.clone(),
-        metrics,
+        metrics.clone(),
     ));
     let max_body = config.service.max_request_size.bytes() as usize;
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(RequestMetrics::new(metrics.clone()))
             .app_data(app_state.clone())
             .app_data(web::JsonConfig::default().limit(max_body))
             .app_data(web::PayloadConfig::new(max_body))
@@ -115,6 +122,7 @@ pub async fn run(
     {
         warn!("nats client flush timed out during shutdown");
     }
+    drop(stats);
     drop(client);
     if let Some(process) = process {
         process.send(StopServer).await?;

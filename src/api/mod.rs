@@ -15,5 +15,6 @@ pub use state::AppState;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))
+        .route("/metrics", web::get().to(crate::stats::render_metrics))
         .service(web::scope("/api/v1").route("/nats/info", web::get().to(nats_info::nats_info)));
 }

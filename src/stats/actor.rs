@@ -48,7 +48,9 @@ pub enum StatsError {
         source: jetstream::context::GetStreamError,
     },
     #[error("cannot read jetstream account info: {0}")]
-    Account(#[source] jetstream::context::AccountError),
+    Account(#[source] async_nats::RequestError),
+    #[error("unexpected jetstream account info: {0}")]
+    AccountReply(String),
     #[error("refresh timed out after {0:?}")]
     Timeout(Duration),
     #[error("a refresh is already running")]
@@ -221,6 +223,14 @@ impl StatsActor {
                 self.failing = false;
             }
             Err(StatsError::Busy) => {}
+            // The client logs connection trouble itself; refreshes resume on reconnect.
+            Err(e @ StatsError::NotConnected) => {
+                self.metrics
+                    .stats_refreshes
+                    .with_label_values(&["failed"])
+                    .inc();
+                debug!(error = %e, "stats refresh skipped");
+            }
             Err(e) => {
                 self.metrics
                     .stats_refreshes
@@ -297,16 +307,10 @@ async fn collect(
     config: &StatsConfig,
     account: bool,
 ) -> Result<RefreshReport, StatsError> {
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let mut report = RefreshReport::default();
     if account {
-        let info = js.query_account().await.map_err(StatsError::Account)?;
-        report.account = Some(JetStreamUsage {
-            memory: info.memory,
-            storage: info.storage,
-            streams: info.streams as u64,
-            consumers: info.consumers as u64,
-        });
+        report.account = Some(account_usage(&client).await?);
     }
 
     let mut streams = js.streams();
@@ -363,4 +367,30 @@ async fn collect(
         }
     }
     Ok(report)
+}
+
+/// JetStream usage of our account from `$JS.API.INFO`, read leniently: async-nats's typed
+/// `query_account` rejects the replies of some server versions (2.9.x) that lack fields.
+async fn account_usage(client: &async_nats::Client) -> Result<JetStreamUsage, StatsError> {
+    let reply = client
+        .request("$JS.API.INFO", bytes::Bytes::new())
+        .await
+        .map_err(StatsError::Account)?;
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload)
+        .map_err(|e| StatsError::AccountReply(e.to_string()))?;
+    if let Some(error) = body.get("error") {
+        return Err(StatsError::AccountReply(error.to_string()));
+    }
+    let field = |key: &str| body.get(key).and_then(serde_json::Value::as_u64);
+    match (field("memory"), field("storage")) {
+        (Some(memory), Some(storage)) => Ok(JetStreamUsage {
+            memory,
+            storage,
+            streams: field("streams").unwrap_or(0),
+            consumers: field("consumers").unwrap_or(0),
+        }),
+        _ => Err(StatsError::AccountReply(
+            "no memory or storage figures".into(),
+        )),
+    }
 }

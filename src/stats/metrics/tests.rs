@@ -356,3 +356,79 @@ fn unknown_methods_share_one_label_value() {
     assert_eq!(bounded_method("BREW"), "OTHER");
     assert_eq!(bounded_method("get"), "OTHER");
 }
+
+/// Every family the service can export (gated ones opened, one series of each labelled
+/// family created).
+fn declared_families() -> std::collections::HashSet<String> {
+    let metrics = Metrics::new().unwrap();
+    metrics.route("r");
+    metrics.nats_server.apply_varz(&json!({}));
+    metrics.jetstream.apply(JetStreamUsage::default());
+    metrics.streams.set_stream("S", 0, 0, 0);
+    metrics.streams.set_consumer("S", "c", 0, 0);
+    metrics
+        .http
+        .observe("/health", "GET", 200, Duration::from_millis(1));
+    metrics
+        .registry
+        .gather()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect()
+}
+
+/// `prism_…` names used in a text, with histogram suffixes stripped.
+fn referenced_metrics(text: &str) -> std::collections::BTreeSet<String> {
+    let re = regex::Regex::new(r"prism_[a-z_]+").unwrap();
+    re.find_iter(text)
+        .map(|m| {
+            let name = m.as_str();
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name)
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn grafana_dashboard_uses_only_declared_metrics_and_covers_the_issue() {
+    let text = include_str!("../../../deploy/grafana/prism-broker.json");
+    let dashboard: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(dashboard["uid"], "prism-broker");
+    let declared = declared_families();
+    let mut exprs = String::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push_str(target["expr"].as_str().unwrap());
+            exprs.push('\n');
+        }
+    }
+    for var in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(def) = var["definition"].as_str() {
+            exprs.push_str(def);
+        }
+    }
+    let used = referenced_metrics(&exprs);
+    for name in &used {
+        assert!(declared.contains(name), "dashboard uses undeclared {name}");
+    }
+    for needed in [
+        "prism_route_messages_matched_total",
+        "prism_route_messages_dead_lettered_total",
+        "prism_route_message_age_seconds",
+        "prism_nats_server_up",
+        "prism_stream_messages",
+        "prism_http_request_duration_seconds",
+    ] {
+        assert!(used.contains(needed), "dashboard lacks {needed}");
+    }
+}
+
+#[test]
+fn prometheus_config_scrapes_the_api_port() {
+    let text = include_str!("../../../deploy/prometheus.yml");
+    assert!(text.contains("metrics_path: /metrics"));
+    assert!(text.contains("\"localhost:8086\""));
+}

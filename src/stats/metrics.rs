@@ -210,6 +210,17 @@ impl Metrics {
         )
     }
 
+    /// A message published through the REST API (`POST /api/v1/broker/publish`, batch
+    /// entries one each).
+    pub fn api_published(&self) {
+        self.messages_published.with_label_values(&["api"]).inc();
+    }
+
+    /// A REST publish that failed.
+    pub fn api_publish_failed(&self) {
+        self.message_errors.with_label_values(&["api"]).inc();
+    }
+
     /// Makes `prism_nats_server_up`, `prism_nats_client_connected`,
     /// `prism_nats_server_restarts_total` and `prism_nats_client_reconnects_total` read
     /// `state` at every scrape (a few atomic loads), so `/metrics` and `/api/v1/nats/info`

@@ -128,11 +128,10 @@ fn route_handle_counts_its_series_and_the_message_totals() {
 #[test]
 fn message_totals_agree_with_the_exposition() {
     let metrics = Metrics::new().unwrap();
-    metrics
-        .messages_published
-        .with_label_values(&["api"])
-        .inc_by(7);
-    metrics.message_errors.with_label_values(&["api"]).inc();
+    for _ in 0..7 {
+        metrics.api_published();
+    }
+    metrics.api_publish_failed();
     let route = metrics.route("r");
     route.matched();
     route.published();

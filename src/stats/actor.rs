@@ -227,7 +227,7 @@ impl StatsActor {
             Err(e @ StatsError::NotConnected) => {
                 self.metrics
                     .stats_refreshes
-                    .with_label_values(&["failed"])
+                    .with_label_values(&["skipped"])
                     .inc();
                 debug!(error = %e, "stats refresh skipped");
             }

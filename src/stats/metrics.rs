@@ -84,7 +84,7 @@ pub struct Metrics {
     pub routes_version: IntGauge,
     /// Number of routes in the loaded table.
     pub routes_loaded: IntGauge,
-    /// Refreshes of the derived gauges by outcome (`ok`, `failed`).
+    /// Refreshes of the derived gauges by outcome (`ok`, `failed`, `skipped`).
     pub stats_refreshes: IntCounterVec,
     /// Unix time of the last completed refresh.
     pub stats_last_refresh: Gauge,
@@ -160,10 +160,10 @@ impl Metrics {
         let stats_refreshes = counter_vec(
             &registry,
             "prism_stats_refreshes_total",
-            "Refreshes of the derived NATS and stream gauges, by outcome (ok, failed)",
+            "Refreshes of the derived NATS and stream gauges, by outcome (ok, failed, skipped: nats client not connected)",
             &["outcome"],
         )?;
-        for outcome in ["ok", "failed"] {
+        for outcome in ["ok", "failed", "skipped"] {
             stats_refreshes.with_label_values(&[outcome]);
         }
         let stats_last_refresh = Gauge::new(

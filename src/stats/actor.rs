@@ -121,9 +121,13 @@ pub struct StatsActor {
     exported_consumers: HashSet<(String, String)>,
     /// The last refresh failed (logged once at `warn`, then at `debug` until it recovers).
     failing: bool,
+    /// The series caps were hit (logged once).
+    warned_truncated: bool,
 }
 
 impl StatsActor {
+    /// Also binds the NATS liveness metrics of `metrics` to `nats` (see
+    /// [`Metrics::bind_nats`]).
     pub fn new(
         metrics: Arc<Metrics>,
         nats: Arc<NatsState>,
@@ -140,6 +144,7 @@ impl StatsActor {
             exported_streams: HashSet::new(),
             exported_consumers: HashSet::new(),
             failing: false,
+            warned_truncated: false,
         }
     }
 
@@ -213,11 +218,12 @@ impl StatsActor {
                 if self.failing {
                     info!("stats refresh recovered");
                 }
-                if report.truncated {
-                    debug!(
+                if report.truncated && !self.warned_truncated {
+                    self.warned_truncated = true;
+                    warn!(
                         max_streams = self.config.max_streams,
                         max_consumers = self.config.max_consumers,
-                        "stream or consumer series capped"
+                        "stream or consumer series capped; the rest are not exported"
                     );
                 }
                 self.failing = false;

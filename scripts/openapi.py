@@ -100,6 +100,8 @@ OPS = {
     ("/health", "get"): {"summary": "Liveness", "responses": {"200": ok("alive")}},
     ("/ready", "get"): {"summary": "Readiness: NATS connected and configured streams ensured",
                         "responses": {"200": ok("ready"), "503": err("NATS_CONNECTION_ERROR with failing components")}},
+    ("/metrics", "get"): {"summary": "Prometheus metrics (text format 0.0.4)",
+                          "responses": {"200": {"description": "text/plain; version=0.0.4"}}},
     ("/api/v1/openapi.json", "get"): {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3 JSON"}}},
     ("/api/v1/status", "get"): {"summary": "Service status: uptime, version, NATS, streams, message_stats",
                                 "responses": {"200": ok("status")}},

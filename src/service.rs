@@ -17,7 +17,7 @@ use crate::nats::{
     self, server_conf, NatsProcessActor, NatsProcessError, NatsState, ServerPorts, StartServer,
     StopServer,
 };
-use crate::stats::{metrics::MetricsError, Metrics};
+use crate::stats::{metrics::MetricsError, Metrics, RequestMetrics, StatsActor, StatsConfig};
 use crate::streams::{StreamActor, StreamsState};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,12 @@ pub async fn run(
     .await?;
 
     let metrics = Arc::new(Metrics::new()?);
+    let stats = StatsActor::start_supervised(
+        metrics.clone(),
+        nats_state.clone(),
+        client.clone(),
+        StatsConfig::default(),
+    );
     let streams = Arc::new(StreamsState::default());
     let request_timeout = config.service.request_timeout.duration();
     let stream_actor = {
@@ -98,7 +104,7 @@ pub async fn run(
         client: client.clone(),
         streams,
         stream_actor,
-        metrics,
+        metrics: metrics.clone(),
         http: reqwest::Client::new(),
         started: Instant::now(),
         started_at: SystemTime::now(),
@@ -107,6 +113,7 @@ pub async fn run(
     let mut server = HttpServer::new(move || {
         let (nats, credentials) = publisher_cfg.clone();
         App::new()
+            .wrap(RequestMetrics::new(metrics.clone()))
             .data_factory(move || {
                 let (nats, credentials) = (nats.clone(), credentials.clone());
                 async move {
@@ -143,6 +150,7 @@ pub async fn run(
     {
         warn!("nats client flush timed out during shutdown");
     }
+    drop(stats);
     drop(client);
     if let Some(process) = process {
         process.send(StopServer).await?;

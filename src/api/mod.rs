@@ -29,6 +29,11 @@ fn endpoints() -> Vec<(Method, &'static str, Route)> {
         (Method::GET, "/ready", web::get().to(health::ready)),
         (
             Method::GET,
+            "/metrics",
+            web::get().to(crate::stats::render_metrics),
+        ),
+        (
+            Method::GET,
             "/api/v1/openapi.json",
             web::get().to(openapi::document),
         ),

@@ -154,6 +154,22 @@ OPS = {
         "responses": {"200": ok("all published"), "207": ok("some entries failed; see data.results"),
                       "400": err("INVALID_MESSAGE_DATA: the batch itself is malformed"), **AUTH,
                       "413": err("PAYLOAD_TOO_LARGE"), **NATS_DOWN}},
+    ("/api/v1/routes", "get"): {
+        "summary": "Compiled routes with source, outputs and live counters",
+        "responses": {"200": ok("routes, table version, last reload")}},
+    ("/api/v1/routes/{name}", "get"): {
+        "summary": "One route with live counters", "parameters": NAME,
+        "responses": {"200": ok("route"), "404": err("ROUTE_NOT_FOUND")}},
+    ("/api/v1/routes/reload", "post"): {
+        "summary": "Reload routes.d/ and transforms/; an invalid set leaves the running table in place",
+        "responses": {"200": ok("reloaded: version, kept, started, stopped routes"), **AUTH,
+                      "400": err("INVALID_ROUTES with every problem as file:line in data.problems")}},
+    ("/api/v1/routes/test", "post"): {
+        "summary": "Dry run of one message through the live table; publishes nothing",
+        "requestBody": body({"type": "object", "required": ["subject", "message"], "properties": {
+            "subject": {"type": "string"}, "message": {}, "headers": {"type": "object"}}}),
+        "responses": {"200": ok("what each matching route would publish"),
+                      "400": err("INVALID_MESSAGE_DATA"), **AUTH}},
 }
 
 

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use prism_broker::config::{self, BrokerConfig, LogFormat};
+use prism_broker::service::ServiceError;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 
@@ -70,11 +71,20 @@ fn serve(config_path: &std::path::Path) -> ExitCode {
     let result = system.block_on(run(config, listener));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!(error = %e, "service failed");
-            eprintln!("prism-broker: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => match e.downcast_ref::<ServiceError>() {
+            Some(ServiceError::Routes(problems)) => {
+                for problem in problems {
+                    eprintln!("{problem}");
+                }
+                eprintln!("prism-broker: invalid route rules, not starting");
+                ExitCode::from(2)
+            }
+            _ => {
+                error!(error = %e, "service failed");
+                eprintln!("prism-broker: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
@@ -87,7 +97,9 @@ async fn run(config: BrokerConfig, listener: TcpListener) -> anyhow::Result<()> 
             tokio::select! {
                 _ = sigterm.recv() => { info!(signal = "SIGTERM", "stop requested"); break; }
                 _ = sigint.recv() => { info!(signal = "SIGINT", "stop requested"); break; }
-                _ = sighup.recv() => info!(signal = "SIGHUP", "reload requested"),
+                // Handled by the service (route reload); caught here too so that a SIGHUP
+                // during start-up cannot end the process.
+                _ = sighup.recv() => {}
             }
         }
     };

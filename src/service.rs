@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use actix::{Addr, Supervisor};
+use actix::{Addr, Arbiter, Supervisor};
 use actix_web::{web, App, HttpServer};
 use tracing::{info, warn};
 
@@ -17,6 +17,8 @@ use crate::nats::{
     self, server_conf, NatsProcessActor, NatsProcessError, NatsState, ServerPorts, StartServer,
     StopServer,
 };
+use crate::router::{ReloadRoutes, RouterActor, RouterState, StopRoutes};
+use crate::routing::{RouteTable, RuleProblem};
 use crate::stats::{metrics::MetricsError, Metrics, RequestMetrics, StatsActor, StatsConfig};
 use crate::streams::{StreamActor, StreamsState};
 
@@ -30,6 +32,8 @@ pub enum ServiceError {
     Mailbox(#[from] actix::MailboxError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error("{} problem(s) in the route rules", .0.len())]
+    Routes(Vec<RuleProblem>),
     #[error("http server failed: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -41,6 +45,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServiceError> {
     let config = Arc::new(config);
+    // Rules first: a service that would start without its routes is refused (exit 2).
+    let table = RouteTable::load_for(&config).map_err(|e| ServiceError::Routes(e.problems()))?;
+    let metrics = Arc::new(Metrics::new()?);
     let nats_cfg = &config.nats;
     let mut credentials = None;
     let mut process: Option<Addr<NatsProcessActor>> = None;
@@ -77,10 +84,10 @@ pub async fn run(
         credentials.as_ref(),
         config.service.request_timeout.duration(),
         nats_state.clone(),
+        metrics.clone(),
     )
     .await?;
 
-    let metrics = Arc::new(Metrics::new()?);
     let stats = StatsActor::start_supervised(
         metrics.clone(),
         nats_state.clone(),
@@ -98,12 +105,29 @@ pub async fn run(
         );
         Supervisor::start(move |_| StreamActor::new(client, nats, specs, streams, request_timeout))
     };
+    let router = Arc::new(RouterState::new(table));
+    metrics.reload_succeeded(router.version(), router.table().routes().len());
+    let router_arbiter = Arbiter::new();
+    let router_actor = {
+        let (config, credentials, router, metrics) = (
+            config.clone(),
+            credentials.clone(),
+            router.clone(),
+            metrics.clone(),
+        );
+        Supervisor::start_in_arbiter(&router_arbiter.handle(), move |_| {
+            RouterActor::new(config, credentials, router, metrics)
+        })
+    };
+    let reload_on_hangup = reload_on_sighup(router_actor.clone())?;
     let app_state = web::Data::new(AppState {
         config: config.clone(),
         nats: nats_state,
         client: client.clone(),
         streams,
         stream_actor,
+        router,
+        router_actor: router_actor.clone(),
         metrics: metrics.clone(),
         http: reqwest::Client::new(),
         started: Instant::now(),
@@ -144,6 +168,14 @@ pub async fn run(
     info!("shutting down");
     handle.stop(true).await;
     let _ = server_task.await;
+    reload_on_hangup.abort();
+    if tokio::time::timeout(Duration::from_secs(10), router_actor.send(StopRoutes))
+        .await
+        .is_err()
+    {
+        warn!("route tasks did not stop in time");
+    }
+    router_arbiter.stop();
     if tokio::time::timeout(Duration::from_secs(1), client.flush())
         .await
         .is_err()
@@ -157,4 +189,19 @@ pub async fn run(
     }
     info!("shutdown complete");
     Ok(())
+}
+
+/// Reloads the routes at every SIGHUP until the returned task is aborted.
+fn reload_on_sighup(
+    router: Addr<RouterActor>,
+) -> Result<tokio::task::JoinHandle<()>, std::io::Error> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    Ok(actix_rt::spawn(async move {
+        while hangups.recv().await.is_some() {
+            info!("SIGHUP: reloading routes");
+            router.do_send(ReloadRoutes {
+                reason: "SIGHUP".into(),
+            });
+        }
+    }))
 }

@@ -11,6 +11,7 @@ mod health;
 mod nats_info;
 mod openapi;
 pub mod publish;
+mod routes;
 pub mod state;
 mod status;
 mod streams;
@@ -94,6 +95,22 @@ fn endpoints() -> Vec<(Method, &'static str, Route)> {
             "/api/v1/broker/publish/batch",
             web::post().to(publish::publish_batch),
         ),
+        (Method::GET, "/api/v1/routes", web::get().to(routes::list)),
+        (
+            Method::GET,
+            "/api/v1/routes/{name}",
+            web::get().to(routes::get),
+        ),
+        (
+            Method::POST,
+            "/api/v1/routes/reload",
+            web::post().to(routes::reload),
+        ),
+        (
+            Method::POST,
+            "/api/v1/routes/test",
+            web::post().to(routes::test),
+        ),
     ]
 }
 
@@ -111,6 +128,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             None => resources.push((path, vec![route])),
         }
     }
+    // Literal paths before patterns, so `/api/v1/routes/test` is not taken for
+    // `/api/v1/routes/{name}`.
+    resources.sort_by_key(|(path, _)| path.contains('{'));
     let mut scope = web::scope("")
         .wrap(from_fn(auth::require_token))
         .default_service(web::to(not_found));

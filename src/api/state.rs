@@ -10,6 +10,7 @@ use actix::{Addr, MailboxError};
 use super::envelope::{ApiError, ErrorCode};
 use crate::config::BrokerConfig;
 use crate::nats::NatsState;
+use crate::router::{RouterActor, RouterState};
 use crate::stats::Metrics;
 use crate::streams::{StreamActor, StreamError, StreamsState};
 
@@ -20,6 +21,8 @@ pub struct AppState {
     pub client: async_nats::Client,
     pub streams: Arc<StreamsState>,
     pub stream_actor: Addr<StreamActor>,
+    pub router: Arc<RouterState>,
+    pub router_actor: Addr<RouterActor>,
     pub metrics: Arc<Metrics>,
     /// For live reads of the supervised server's monitoring endpoints.
     pub http: reqwest::Client,
@@ -92,6 +95,12 @@ impl AppState {
         }
         for (name, reason) in self.streams.failures() {
             problems.push((format!("stream:{name}"), reason));
+        }
+        for route in self.router.not_live() {
+            problems.push((
+                format!("route:{route}"),
+                "not subscribed or consuming yet".into(),
+            ));
         }
         problems
     }

@@ -192,6 +192,16 @@ pub async fn broker_health(state: web::Data<AppState>) -> Result<HttpResponse, A
         state.streams.ensured() && failures.is_empty(),
         json!({ "ensured": state.streams.ensured(), "configured": configured_streams(&state) }),
     );
+    let not_live = state.router.not_live();
+    check(
+        "router",
+        not_live.is_empty(),
+        json!({
+            "routes": state.router.table().routes().len(),
+            "version": state.router.version(),
+            "not_consuming": not_live,
+        }),
+    );
     let data = json!({ "status": if healthy { "healthy" } else { "unhealthy" }, "checks": checks });
     if healthy {
         Ok(success("Broker is healthy", data))

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{ConnectOptions, Event};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::server_conf::BrokerCredentials;
 use super::state::NatsState;
 use crate::config::NatsConfig;
+use crate::stats::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -34,9 +35,11 @@ pub async fn connect(
     credentials: Option<&BrokerCredentials>,
     request_timeout: Duration,
     state: Arc<NatsState>,
+    metrics: Arc<Metrics>,
 ) -> Result<async_nats::Client, ClientError> {
     let options = options(nats, credentials, request_timeout).event_callback(move |event| {
         let state = state.clone();
+        let metrics = metrics.clone();
         async move {
             match event {
                 Event::Connected => {
@@ -54,7 +57,10 @@ pub async fn connect(
                     state.set_client_connected(false);
                     info!("nats client closed");
                 }
-                Event::SlowConsumer(sid) => warn!(sid, "nats slow consumer"),
+                Event::SlowConsumer(sid) => {
+                    metrics.nats_slow_consumer();
+                    warn!(sid, "nats slow consumer: messages were dropped")
+                }
                 Event::LameDuckMode => warn!("nats server entered lame duck mode"),
                 Event::Draining => info!("nats client draining"),
                 Event::ServerError(e) => warn!(error = %e, "nats server error"),
@@ -77,6 +83,41 @@ pub async fn connect_publisher(
         .event_callback(|event| async move { debug!(%event, "publisher connection event") });
     open(options, &nats.client_urls()).await
 }
+
+/// The router's own connection (opened on the router's thread). Slow-consumer events
+/// there mean routed messages were dropped: they are counted and logged as errors.
+pub async fn connect_router(
+    nats: &NatsConfig,
+    credentials: Option<&BrokerCredentials>,
+    request_timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> Result<async_nats::Client, ClientError> {
+    let options = options(nats, credentials, request_timeout)
+        .name("prism-broker-router")
+        // Room for bursts: a route task that falls behind this far is a slow consumer.
+        .subscription_capacity(ROUTER_SUBSCRIPTION_CAPACITY)
+        .event_callback(move |event| {
+            let metrics = metrics.clone();
+            async move {
+                match event {
+                    Event::SlowConsumer(sid) => {
+                        metrics.nats_slow_consumer();
+                        error!(
+                            sid,
+                            "router is a slow consumer: nats dropped routed messages"
+                        )
+                    }
+                    Event::Connected => info!("router connection up"),
+                    Event::Disconnected => warn!("router connection lost"),
+                    other => debug!(event = %other, "router connection event"),
+                }
+            }
+        });
+    open(options, &nats.client_urls()).await
+}
+
+/// Messages a router subscription may buffer before NATS drops (slow consumer).
+const ROUTER_SUBSCRIPTION_CAPACITY: usize = 256 * 1024;
 
 async fn open(options: ConnectOptions, urls: &[String]) -> Result<async_nats::Client, ClientError> {
     let addrs = urls

@@ -436,3 +436,92 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) -> 
     assert!(body["timestamp"].is_string(), "{body}");
     body["message"].as_str().unwrap().to_string()
 }
+
+/// Rule files for the service under test.
+impl ServiceBuilder {
+    pub fn routes_dir(&self) -> PathBuf {
+        self.dir.path().join("routes.d")
+    }
+
+    pub fn transforms_dir(&self) -> PathBuf {
+        self.dir.path().join("transforms")
+    }
+
+    /// Copies the repository's `routes.d/` and `transforms/` into the service's dirs.
+    pub fn shipped_rules(self) -> ServiceBuilder {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (from, to) in [
+            (root.join("routes.d"), self.routes_dir()),
+            (root.join("transforms"), self.transforms_dir()),
+        ] {
+            std::fs::create_dir_all(&to).unwrap();
+            for entry in std::fs::read_dir(from).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "yaml") {
+                    std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+                }
+            }
+        }
+        self
+    }
+
+    /// Writes `routes.d/<file>`.
+    pub fn route_file(self, file: &str, text: &str) -> ServiceBuilder {
+        std::fs::create_dir_all(self.routes_dir()).unwrap();
+        std::fs::write(self.routes_dir().join(file), text).unwrap();
+        self
+    }
+
+    /// Writes `transforms/<file>`.
+    pub fn transform_file(self, file: &str, text: &str) -> ServiceBuilder {
+        std::fs::create_dir_all(self.transforms_dir()).unwrap();
+        std::fs::write(self.transforms_dir().join(file), text).unwrap();
+        self
+    }
+}
+
+/// Collects messages from `sub` until `count` arrived or `deadline` passed.
+pub async fn collect(
+    sub: &mut async_nats::Subscriber,
+    count: usize,
+    deadline: Duration,
+) -> Vec<async_nats::Message> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    let end = tokio::time::Instant::now() + deadline;
+    while out.len() < count {
+        match tokio::time::timeout_at(end, sub.next()).await {
+            Ok(Some(msg)) => out.push(msg),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Messages that arrive on `sub` within `quiet` (to prove nothing more comes).
+pub async fn drain(sub: &mut async_nats::Subscriber, quiet: Duration) -> Vec<async_nats::Message> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(quiet, sub.next()).await {
+        out.push(msg);
+    }
+    out
+}
+
+/// The sample messages of `shared/data/marketprism-samples.jsonl`: (subject, headers, payload).
+pub fn samples() -> Vec<(String, Option<Value>, Value)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/marketprism-samples.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let headers = (!v["headers"].is_null()).then(|| v["headers"].clone());
+            (
+                v["subject"].as_str().unwrap().to_string(),
+                headers,
+                v["payload"].clone(),
+            )
+        })
+        .collect()
+}

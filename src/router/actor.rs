@@ -1,0 +1,287 @@
+//! `RouterActor`: owns the active route table and one task per route. It runs on its own
+//! arbiter (thread) with its own NATS connection, so route tasks, their publishes and the
+//! connection's I/O share one thread and never hop. It reloads the table on file change
+//! (when `router.watch` is on), on SIGHUP and on `POST /api/v1/routes/reload`: the new
+//! table is compiled and validated in full; if anything is wrong the old one keeps
+//! running, otherwise it replaces the old one, and routes whose source did not change keep
+//! their subscription or consumer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use async_nats::jetstream;
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+use super::state::{ReloadStatus, RouterState};
+use super::task::{RouteTask, SourceKey, TaskDeps};
+use super::watch::fingerprint;
+use crate::config::BrokerConfig;
+use crate::nats::client::{connect_router, ClientError};
+use crate::nats::server_conf::BrokerCredentials;
+use crate::routing::{RouteTable, RuleProblem, TableSettings};
+use crate::stats::Metrics;
+
+/// How often the rule directories are checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// Ordered workers of a route with `partition_by`.
+pub const PARTITION_WORKERS: usize = 4;
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    pub version: u64,
+    pub routes: usize,
+    /// Routes whose task kept its subscription or consumer (maybe with new rules).
+    pub kept: Vec<String>,
+    /// Routes that got a new task (new, or their source changed).
+    pub started: Vec<String>,
+    /// Routes that are gone.
+    pub stopped: Vec<String>,
+}
+
+pub struct RouterActor {
+    config: Arc<BrokerConfig>,
+    credentials: Option<BrokerCredentials>,
+    state: Arc<RouterState>,
+    metrics: Arc<Metrics>,
+    client: Option<(async_nats::Client, jetstream::Context)>,
+    tasks: HashMap<String, RouteTask>,
+    /// Last fingerprint seen, and whether it changed since the last reload.
+    watched: Option<(u64, bool)>,
+}
+
+impl RouterActor {
+    pub fn new(
+        config: Arc<BrokerConfig>,
+        credentials: Option<BrokerCredentials>,
+        state: Arc<RouterState>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        // The files as they were when the table was loaded, so an edit made between the
+        // load and the first check is seen.
+        let watched = Some((rule_fingerprint(&config), false));
+        RouterActor {
+            config,
+            credentials,
+            state,
+            metrics,
+            client: None,
+            tasks: HashMap::new(),
+            watched,
+        }
+    }
+
+    fn deps(&self, route: &str) -> Option<TaskDeps> {
+        let (client, js) = self.client.as_ref()?;
+        Some(TaskDeps {
+            client: client.clone(),
+            js: js.clone(),
+            metrics: self.metrics.route(route),
+            partitions: PARTITION_WORKERS,
+            state: self.state.clone(),
+        })
+    }
+
+    /// Starts a task for every route of the current table that has none.
+    fn start_missing(&mut self) -> Vec<String> {
+        let table = self.state.table();
+        let mut started = Vec::new();
+        for route in table.routes() {
+            if self.tasks.contains_key(&route.name) {
+                continue;
+            }
+            if let Some(deps) = self.deps(&route.name) {
+                self.tasks
+                    .insert(route.name.clone(), RouteTask::start(route.clone(), deps));
+                started.push(route.name.clone());
+            }
+        }
+        started
+    }
+
+    fn check_files(&mut self, ctx: &mut Context<Self>) {
+        let now = rule_fingerprint(&self.config);
+        match self.watched {
+            None => self.watched = Some((now, false)),
+            Some((last, _)) if last != now => self.watched = Some((now, true)),
+            // Unchanged since the previous tick after a change: the edit is complete.
+            Some((last, true)) if last == now => {
+                self.watched = Some((now, false));
+                ctx.notify(ReloadRoutes {
+                    reason: "file change".into(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn rule_fingerprint(config: &BrokerConfig) -> u64 {
+    fingerprint(&[&config.router.routes_dir, &config.router.transforms_dir])
+}
+
+impl Actor for RouterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let nats = self.config.nats.clone();
+        let credentials = self.credentials.clone();
+        let timeout = self.config.service.request_timeout.duration();
+        let metrics = self.metrics.clone();
+        // Connect on this arbiter so the connection's I/O runs on the router's thread.
+        ctx.wait(
+            async move { connect_router(&nats, credentials.as_ref(), timeout, metrics).await }
+                .into_actor(self)
+                .map(
+                    |result: Result<async_nats::Client, ClientError>, act, _ctx| match result {
+                        Ok(client) => {
+                            let mut js = jetstream::new(client.clone());
+                            js.set_timeout(act.config.service.request_timeout.duration());
+                            act.client = Some((client, js));
+                            let started = act.start_missing();
+                            info!(routes = started.len(), "router started");
+                        }
+                        Err(e) => error!(error = %e, "router cannot connect to nats"),
+                    },
+                ),
+        );
+        if self.config.router.watch {
+            ctx.run_interval(WATCH_INTERVAL, |act, ctx| act.check_files(ctx));
+        }
+    }
+
+    fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        for (_, task) in self.tasks.drain() {
+            actix::spawn(task.stop());
+        }
+        Running::Stop
+    }
+}
+
+impl Supervised for RouterActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        warn!("router actor restarting");
+    }
+}
+
+/// Compiles the rule files again and swaps the table in if it is valid.
+#[derive(Message)]
+#[rtype(result = "Result<ReloadReport, Vec<RuleProblem>>")]
+pub struct ReloadRoutes {
+    pub reason: String,
+}
+
+impl Handler<ReloadRoutes> for RouterActor {
+    type Result = AtomicResponse<Self, Result<ReloadReport, Vec<RuleProblem>>>;
+
+    fn handle(&mut self, msg: ReloadRoutes, _ctx: &mut Context<Self>) -> Self::Result {
+        let router = &self.config.router;
+        let loaded = RouteTable::load(
+            &router.routes_dir,
+            &router.transforms_dir,
+            &TableSettings::from_config(&self.config),
+        );
+        let table = match loaded {
+            Ok(table) => Arc::new(table),
+            Err(e) => {
+                let problems = e.problems();
+                warn!(reason = %msg.reason, problems = problems.len(), "route reload rejected; the previous table keeps running");
+                for p in &problems {
+                    warn!(problem = %p, "route problem");
+                }
+                self.metrics.reload_failed();
+                self.state.record(ReloadStatus {
+                    at: SystemTime::now(),
+                    reason: msg.reason,
+                    ok: false,
+                    problems: problems.clone(),
+                });
+                return AtomicResponse::new(Box::pin(fut::ready(Err(problems))));
+            }
+        };
+
+        let mut kept = Vec::new();
+        let mut restart = Vec::new();
+        let mut stop = Vec::new();
+        for route in table.routes() {
+            match self.tasks.get(&route.name) {
+                Some(task) if task.key == SourceKey::of(route) => {
+                    task.update(route.clone());
+                    kept.push(route.name.clone());
+                }
+                Some(_) => restart.push(route.name.clone()),
+                None => {}
+            }
+        }
+        let names: Vec<&str> = table.routes().iter().map(|r| r.name.as_str()).collect();
+        let gone: Vec<String> = self
+            .tasks
+            .keys()
+            .filter(|name| !names.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        for name in gone.iter().chain(restart.iter()) {
+            if let Some(task) = self.tasks.remove(name) {
+                stop.push(task);
+            }
+        }
+        let version = self.state.install(table.clone());
+        self.metrics.retain_routes(names.iter().copied());
+        self.metrics.reload_succeeded(version, table.routes().len());
+        self.state.record(ReloadStatus {
+            at: SystemTime::now(),
+            reason: msg.reason.clone(),
+            ok: true,
+            problems: Vec::new(),
+        });
+        let routes = table.routes().len();
+        AtomicResponse::new(Box::pin(
+            async move {
+                for task in stop {
+                    task.stop().await;
+                }
+            }
+            .into_actor(self)
+            .map(move |(), act, _ctx| {
+                let started = act.start_missing();
+                info!(reason = %msg.reason, version, routes, kept = kept.len(), started = started.len(),
+                    stopped = gone.len(), "routes reloaded");
+                Ok(ReloadReport {
+                    version,
+                    routes,
+                    kept,
+                    started,
+                    stopped: gone,
+                })
+            }),
+        ))
+    }
+}
+
+/// Stops every route task (shutdown), letting in-flight publishes finish.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopRoutes;
+
+impl Handler<StopRoutes> for RouterActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _msg: StopRoutes, _ctx: &mut Context<Self>) -> Self::Result {
+        let tasks: Vec<RouteTask> = self.tasks.drain().map(|(_, t)| t).collect();
+        let client = self.client.as_ref().map(|(c, _)| c.clone());
+        Box::pin(
+            async move {
+                for task in tasks {
+                    task.stop().await;
+                }
+                if let Some(client) = client {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+                }
+            }
+            .into_actor(self),
+        )
+    }
+}

@@ -424,3 +424,143 @@ async fn external_mode_reads_jetstream_figures_from_the_api() {
     assert!(!e.has_family("prism_nats_server_connections"));
     assert!(!e.has_family("prism_nats_server_in_messages"));
 }
+
+const COPY_AND_FAIL: &str = r#"
+routes:
+  - name: copy
+    from: "copy.{n}"
+    to:
+      - subject: "copied.{n}"
+  - name: strict
+    from: "strict.{n}"
+    transform:
+      - to_number: [price]
+    to:
+      - subject: "strict-out.{n}"
+"#;
+
+#[tokio::test]
+async fn status_and_metrics_agree_and_route_counters_move_exactly() {
+    let service = ServiceBuilder::new()
+        .route_file("routes.yaml", COPY_AND_FAIL)
+        .start()
+        .await;
+    let client = service.nats_client().await;
+    let mut copied = client.subscribe("copied.*").await.unwrap();
+    let mut dead = client.subscribe("deadletter.>").await.unwrap();
+    client.flush().await.unwrap();
+    // Router traffic: 30 copies, 5 good strict messages, 4 that fail and are dead-lettered.
+    for i in 0..30 {
+        client
+            .publish(format!("copy.{i}"), "{}".into())
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        client
+            .publish(format!("strict.{i}"), r#"{"price":"1.5"}"#.into())
+            .await
+            .unwrap();
+    }
+    for i in 0..4 {
+        client
+            .publish(format!("strict.bad{i}"), r#"{"price":"x"}"#.into())
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    assert_eq!(
+        collect(&mut copied, 30, Duration::from_secs(10))
+            .await
+            .len(),
+        30
+    );
+    assert_eq!(
+        collect(&mut dead, 4, Duration::from_secs(10)).await.len(),
+        4
+    );
+    // API traffic: 7 published, 2 refused by validation (not counted), 1 batch entry failing.
+    for i in 0..7 {
+        let (status, _) = service
+            .post(
+                "/api/v1/broker/publish",
+                &json!({ "subject": format!("api.{i}"), "message": i }),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    for _ in 0..2 {
+        service
+            .post(
+                "/api/v1/broker/publish",
+                &json!({ "subject": "a b", "message": 1 }),
+            )
+            .await;
+    }
+    let (status, _) = service
+        .post(
+            "/api/v1/broker/publish/batch",
+            &json!([{ "subject": "api.x", "message": 1 }, { "subject": "bad subject", "message": 1 }]),
+        )
+        .await;
+    assert_eq!(status, 207);
+
+    let e = wait_metrics(
+        &service,
+        "router counters settled",
+        Duration::from_secs(10),
+        |e| {
+            (e.get("prism_route_messages_matched_total", &[("route", "strict")]) == Some(9.0))
+                .then(|| e.clone())
+        },
+    )
+    .await;
+    let route = |name: &str, route: &str| e.get(name, &[("route", route)]).unwrap_or(-1.0);
+    assert_eq!(route("prism_route_messages_matched_total", "copy"), 30.0);
+    assert_eq!(route("prism_route_messages_published_total", "copy"), 30.0);
+    assert_eq!(route("prism_route_messages_published_total", "strict"), 5.0);
+    assert_eq!(route("prism_route_messages_errored_total", "strict"), 4.0);
+    assert_eq!(
+        route("prism_route_messages_dead_lettered_total", "strict"),
+        4.0
+    );
+    assert_eq!(
+        e.get("prism_messages_published_total", &[("source", "api")]),
+        Some(8.0)
+    );
+    assert_eq!(
+        e.get("prism_messages_published_total", &[("source", "router")]),
+        Some(35.0)
+    );
+    assert_eq!(e.get("prism_messages_consumed_total", &[]), Some(39.0));
+
+    // The status endpoint reads the same counters.
+    let (_, status) = service.get("/api/v1/status").await;
+    let stats = &status["data"]["message_stats"];
+    let published = e
+        .get("prism_messages_published_total", &[("source", "api")])
+        .unwrap()
+        + e.get("prism_messages_published_total", &[("source", "router")])
+            .unwrap();
+    let errors = e
+        .get("prism_message_errors_total", &[("source", "api")])
+        .unwrap()
+        + e.get("prism_message_errors_total", &[("source", "router")])
+            .unwrap();
+    assert_eq!(errors, 5.0, "one failed batch entry and four route failures");
+    assert_eq!(stats["published"].as_f64().unwrap(), published);
+    assert_eq!(
+        stats["consumed"].as_f64().unwrap(),
+        e.get("prism_messages_consumed_total", &[]).unwrap()
+    );
+    assert_eq!(stats["errors"].as_f64().unwrap(), errors);
+    assert_eq!(
+        status["data"]["statistics"]["messages_published"]
+            .as_f64()
+            .unwrap(),
+        published
+    );
+    // And the routes API shows them too.
+    let (_, copy) = service.get("/api/v1/routes/copy").await;
+    assert_eq!(copy["data"]["counters"]["published"], 30);
+}

@@ -7,86 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{env_or, listing_only, start_service, TRADE};
 use serde_json::json;
-
-const BIN: &str = env!("CARGO_BIN_EXE_prism-broker");
-const TRADE: &str = r#"{"symbol":"BTC-USDT","price":"67234.56000000","quantity":"0.01250000","side":"sell","trade_id":"5123456789","exchange":"binance","market_type":"spot","data_source":"marketprism","normalized_symbol":"BTC-USDT","data_type":"trade","ts_ms":1795290133376,"trade_ts_ms":1795290133198,"publisher":"unified-collector","collected_ts_ms":1795290133375}"#;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Service {
-    child: Child,
-    api: String,
-    nats: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_service() -> Service {
-    let dir = tempfile::tempdir().unwrap();
-    let (api, nats, http) = (free_port(), free_port(), free_port());
-    let config = json!({
-        "service": { "port": api, "log_level": "warn" },
-        "nats": { "port": nats, "http_port": http, "data_dir": dir.path().join("nats"),
-                  "jetstream": { "max_memory": "256MB", "max_storage": "4GB" } },
-        "streams": { "MARKET_DATA": { "max_msgs": 5000000 } },
-        "router": { "routes_dir": dir.path().join("r"), "transforms_dir": dir.path().join("t"), "watch": false },
-    });
-    let path = dir.path().join("broker.yaml");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let service = Service {
-        child,
-        api: format!("http://127.0.0.1:{api}"),
-        nats: format!("nats://127.0.0.1:{nats}"),
-        _dir: dir,
-    };
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{}/ready", service.api)).send().await {
-            if r.status().is_success() {
-                return service;
-            }
-        }
-        assert!(Instant::now() < deadline, "service not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 struct Outcome {
     requests: u64,
@@ -160,20 +88,9 @@ where
     outcome
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` / nextest discovery: nothing to run as a test
+    if listing_only() {
+        return;
     }
     let secs = Duration::from_secs(env_or("BENCH_SECS", 30));
     let concurrency = env_or("BENCH_CONCURRENCY", 32) as usize;
@@ -183,8 +100,11 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let service = start_service().await;
-        let pid = service.child.id();
+        let service = start_service(
+            &[],
+            json!({ "streams": { "MARKET_DATA": { "max_msgs": 5000000 } } }),
+        )
+        .await;
         println!(
             "publish benchmark: {concurrency} concurrent, {secs:?} each (after {warmup:?} warm-up)"
         );
@@ -244,7 +164,7 @@ fn main() {
             }
         })
         .await;
-        let rss = rss_kib(pid);
+        let (rss, peak) = service.rss_mib();
 
         println!();
         println!("| path | acked publishes/s | p50 ms | p99 ms | errors |");
@@ -265,6 +185,6 @@ fn main() {
             "REST / raw throughput ratio: {:.2}",
             api.rate() / raw.rate()
         );
-        println!("service resident memory after the run: {} MiB", rss / 1024);
+        println!("service resident memory after the run: {rss} MiB (peak {peak} MiB)");
     });
 }

@@ -547,7 +547,10 @@ async fn status_and_metrics_agree_and_route_counters_move_exactly() {
         .unwrap()
         + e.get("prism_message_errors_total", &[("source", "router")])
             .unwrap();
-    assert_eq!(errors, 5.0, "one failed batch entry and four route failures");
+    assert_eq!(
+        errors, 5.0,
+        "one failed batch entry and four route failures"
+    );
     assert_eq!(stats["published"].as_f64().unwrap(), published);
     assert_eq!(
         stats["consumed"].as_f64().unwrap(),

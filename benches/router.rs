@@ -1,0 +1,451 @@
+//! Router benchmark: the shipped trade route (capture + condition + 4-step transform +
+//! templated output with msg_id) against a hand-written async-nats forwarder doing the
+//! same parse → modify → serialize → publish, measured in the same run on the same
+//! nats-server.
+//!
+//! `cargo bench --bench router` (env: `BENCH_SECS`, default 10 per phase; `BENCH_RATE`,
+//! default 20000 msgs/s for the latency phase; `BENCH_JS_MSGS`, default 100000).
+//!
+//! Phases:
+//! 1. throughput with zero loss: a publisher keeps at most `WINDOW` messages in flight
+//!    (published minus received downstream), so nothing overflows and every input must
+//!    come out; the rate is outputs per second;
+//! 2. end-to-end latency (publish → output received) at a fixed offered rate;
+//! 3. a JetStream-sourced route with a JetStream output: N messages stored in
+//!    MARKET_DATA beforehand, time until all N are stored in the output stream.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer::pull};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use common::{env_or, listing_only, percentile_ms, shipped_rules, start_service, Service, TRADE};
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+
+/// Messages in flight (published, not yet seen downstream) in the throughput phase.
+const WINDOW: u64 = 5_000;
+const SYMBOLS: [&str; 16] = [
+    "BTC-USDT",
+    "ETH-USDT",
+    "SOL-USDT",
+    "XRP-USDT",
+    "DOGE-USDT",
+    "ADA-USDT",
+    "DOT-USDT",
+    "LTC-USDT",
+    "BNB-USDT",
+    "TRX-USDT",
+    "AVAX-USDT",
+    "LINK-USDT",
+    "ATOM-USDT",
+    "XLM-USDT",
+    "ETC-USDT",
+    "FIL-USDT",
+];
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn now_ms() -> i64 {
+    (now_ns() / 1_000_000) as i64
+}
+
+/// The sample trade for `symbol`, with the send time when measuring latency.
+fn trade(symbol: &str, sent_ns: Option<u64>) -> Bytes {
+    let mut v: Value = serde_json::from_str(TRADE).unwrap();
+    v["symbol"] = json!(symbol);
+    if let Some(ns) = sent_ns {
+        v["bench_sent_ns"] = json!(ns);
+    }
+    Bytes::from(v.to_string())
+}
+
+/// The hand-written forwarder: what the trade route does, written directly against
+/// async-nats and serde_json on one thread with its own connection.
+fn spawn_forwarder(url: String, input: &'static str) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let client = async_nats::ConnectOptions::new()
+                .subscription_capacity(256 * 1024)
+                .connect(&url)
+                .await
+                .unwrap();
+            let mut sub = client.subscribe(input).await.unwrap();
+            while let Some(msg) = sub.next().await {
+                // raw.trade.{exchange}.{market_type}.{symbol}
+                let tokens: Vec<&str> = msg.subject.split('.').collect();
+                let (exchange, market_type, symbol) = (tokens[2], tokens[3], tokens[4]);
+                let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&msg.payload)
+                else {
+                    continue;
+                };
+                let side_ok = matches!(
+                    obj.get("side").and_then(Value::as_str),
+                    Some("buy" | "sell")
+                );
+                if !(obj.contains_key("price") && obj.contains_key("quantity") && side_ok) {
+                    continue;
+                }
+                if let Some(ts) = obj.remove("trade_ts_ms") {
+                    obj.insert("event_ts_ms".into(), ts);
+                }
+                for field in ["price", "quantity"] {
+                    let number = obj
+                        .get(field)
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse::<f64>().ok())
+                        .and_then(serde_json::Number::from_f64);
+                    if let Some(n) = number {
+                        obj.insert(field.into(), Value::Number(n));
+                    }
+                }
+                obj.insert("venue".into(), json!(format!("{exchange}.{market_type}")));
+                obj.insert("routed_at_ms".into(), json!(now_ms()));
+                obj.remove("publisher");
+                obj.remove("data_source");
+                let trade_id = obj
+                    .get("trade_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let body = serde_json::to_vec(&Value::Object(obj)).unwrap();
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    "Nats-Msg-Id",
+                    format!("{exchange}:{symbol}:{trade_id}").as_str(),
+                );
+                let subject = format!("raw.canonical.trade.{exchange}.{market_type}.{symbol}");
+                if client
+                    .publish_with_headers(subject, headers, body.into())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    })
+}
+
+/// Counts outputs on `filter`; with `latency`, records publish → receive times (µs).
+struct Sink {
+    received: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+async fn sink(url: &str, filter: &'static str, latency: bool) -> Sink {
+    let client = async_nats::ConnectOptions::new()
+        .subscription_capacity(1024 * 1024)
+        .connect(url)
+        .await
+        .unwrap();
+    let mut sub = client.subscribe(filter).await.unwrap();
+    client.flush().await.unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let task = tokio::spawn(async move {
+        let _client = client;
+        let mut latencies = Vec::new();
+        while let Some(msg) = sub.next().await {
+            if latency {
+                let sent = serde_json::from_slice::<Map<String, Value>>(&msg.payload)
+                    .ok()
+                    .and_then(|m| m.get("bench_sent_ns").and_then(Value::as_u64));
+                if let Some(sent) = sent {
+                    latencies.push(now_ns().saturating_sub(sent) / 1000);
+                }
+            }
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        latencies
+    });
+    Sink { received, task }
+}
+
+/// Publishes as fast as the window allows for `secs`; returns (sent, received, elapsed).
+async fn throughput(url: &str, prefix: &str, sink: &Sink, secs: Duration) -> (u64, u64, Duration) {
+    let client = async_nats::connect(url).await.unwrap();
+    let payloads: Vec<Bytes> = SYMBOLS.iter().map(|s| trade(s, None)).collect();
+    let subjects: Vec<String> = SYMBOLS
+        .iter()
+        .map(|s| format!("{prefix}.binance.spot.{s}"))
+        .collect();
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < secs {
+        if sent - sink.received.load(Ordering::Relaxed) >= WINDOW {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let i = (sent as usize) % SYMBOLS.len();
+        client
+            .publish(subjects[i].clone(), payloads[i].clone())
+            .await
+            .unwrap();
+        sent += 1;
+    }
+    client.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sink.received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (
+        sent,
+        sink.received.load(Ordering::Relaxed),
+        started.elapsed(),
+    )
+}
+
+/// Publishes at `rate` msgs/s for `secs`, each stamped with its send time.
+async fn paced(url: &str, prefix: &str, rate: u64, secs: Duration) -> u64 {
+    let client = async_nats::connect(url).await.unwrap();
+    let subjects: Vec<String> = SYMBOLS
+        .iter()
+        .map(|s| format!("{prefix}.binance.spot.{s}"))
+        .collect();
+    let per_tick = (rate / 1000).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < secs {
+        tick.tick().await;
+        for _ in 0..per_tick {
+            let i = (sent as usize) % SYMBOLS.len();
+            client
+                .publish(subjects[i].clone(), trade(SYMBOLS[i], Some(now_ns())))
+                .await
+                .unwrap();
+            sent += 1;
+        }
+    }
+    client.flush().await.unwrap();
+    sent
+}
+
+struct Row {
+    name: String,
+    rate: f64,
+    lost: i64,
+    p50: f64,
+    p99: f64,
+}
+
+async fn measure_core(
+    service: &Service,
+    name: &str,
+    prefix: &str,
+    out: &'static str,
+    secs: Duration,
+    rate: u64,
+) -> Row {
+    let s = sink(&service.nats, out, false).await;
+    let (sent, received, elapsed) = throughput(&service.nats, prefix, &s, secs).await;
+    s.task.abort();
+    let s = sink(&service.nats, out, true).await;
+    let offered = paced(&service.nats, prefix, rate, secs).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.received.load(Ordering::Relaxed) < offered && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let got = s.received.load(Ordering::Relaxed);
+    s.task.abort();
+    let mut latencies = s.task.await.unwrap_or_default();
+    latencies.sort_unstable();
+    let _ = got;
+    Row {
+        name: name.to_string(),
+        rate: received as f64 / elapsed.as_secs_f64(),
+        lost: sent as i64 - received as i64,
+        p50: percentile_ms(&latencies, 0.50),
+        p99: percentile_ms(&latencies, 0.99),
+    }
+}
+
+const JS_ROUTE: &str = r#"
+routes:
+  - name: trades-js
+    from: "trade.{exchange}.{market_type}.{symbol}"
+    source:
+      jetstream: { stream: MARKET_DATA, durable: bench-trades, max_ack_pending: 20000 }
+    when:
+      - path: "$.price"
+        exists: true
+      - path: "$.quantity"
+        exists: true
+      - path: "$.side"
+        in: [buy, sell]
+    transform: [trade-canonical]
+    to:
+      - subject: "canonical_js.trade.{exchange}.{market_type}.{symbol}"
+        jetstream: true
+"#;
+
+/// Stores `n` trades in MARKET_DATA (acked), pipelined.
+async fn fill_market_data(js: &jetstream::Context, prefix: &str, n: u64) {
+    let mut acks = futures::stream::FuturesUnordered::new();
+    for i in 0..n {
+        let s = SYMBOLS[(i as usize) % SYMBOLS.len()];
+        let ack = js
+            .publish(format!("{prefix}.binance.spot.{s}"), trade(s, None))
+            .await
+            .unwrap();
+        acks.push(std::future::IntoFuture::into_future(ack));
+        if acks.len() >= 2000 {
+            acks.next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack.unwrap();
+    }
+}
+
+async fn stream_count(js: &jetstream::Context, name: &str) -> u64 {
+    match js.get_stream(name).await {
+        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// The hand-written JetStream forwarder: pull, transform, publish with acks, ack inputs.
+async fn js_forwarder(url: String, n: u64) {
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = jetstream::new(client);
+    let stream = js.get_stream("RAW_IN").await.unwrap();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("raw-forwarder".into()),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut done = 0;
+    let mut inflight = futures::stream::FuturesOrdered::new();
+    while done < n {
+        tokio::select! {
+            Some(r) = inflight.next(), if !inflight.is_empty() => {
+                let (msg, ack): (async_nats::jetstream::Message, async_nats::jetstream::context::PublishAckFuture) = r;
+                ack.await.unwrap();
+                msg.ack().await.unwrap();
+                done += 1;
+            }
+            Some(Ok(msg)) = messages.next(), if inflight.len() < 4096 => {
+                let tokens: Vec<String> = msg.subject.split('.').map(String::from).collect();
+                let mut v: Value = serde_json::from_slice(&msg.payload).unwrap();
+                let obj = v.as_object_mut().unwrap();
+                if let Some(ts) = obj.remove("trade_ts_ms") { obj.insert("event_ts_ms".into(), ts); }
+                for field in ["price", "quantity"] {
+                    if let Some(n) = obj.get(field).and_then(Value::as_str).and_then(|s| s.parse::<f64>().ok()) {
+                        obj.insert(field.into(), json!(n));
+                    }
+                }
+                obj.insert("venue".into(), json!(format!("{}.{}", tokens[2], tokens[3])));
+                obj.insert("routed_at_ms".into(), json!(now_ms()));
+                obj.remove("publisher");
+                obj.remove("data_source");
+                let subject = format!("raw_js_out.{}.{}.{}", tokens[2], tokens[3], tokens[4]);
+                let ack = js.publish(subject, serde_json::to_vec(&v).unwrap().into()).await.unwrap();
+                inflight.push_back(async move { (msg, ack) });
+            }
+        }
+    }
+}
+
+fn main() {
+    if listing_only() {
+        return;
+    }
+    let secs = Duration::from_secs(env_or("BENCH_SECS", 10));
+    let rate = env_or("BENCH_RATE", 20_000);
+    let js_msgs = env_or("BENCH_JS_MSGS", 100_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        println!("router benchmark: {secs:?} per phase, latency at {rate} msgs/s, {js_msgs} JetStream messages");
+
+        // Core NATS: the shipped rules against the hand-written forwarder.
+        let service = start_service(&shipped_rules(), json!({})).await;
+        let forwarder = spawn_forwarder(service.nats.clone(), "raw.trade.*.*.*");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let baseline = measure_core(&service, "hand-written async-nats forwarder", "raw.trade", "raw.canonical.>", secs, rate).await;
+        let router = measure_core(&service, "prism-broker route trades-canonical", "trade", "canonical.trade.>", secs, rate).await;
+        let (rss, peak) = service.rss_mib();
+        drop(service);
+        drop(forwarder); // the thread ends with the server
+
+        println!();
+        println!("| core NATS | msgs/s (zero loss) | lost | p50 ms @ {rate}/s | p99 ms @ {rate}/s |");
+        println!("|---|---:|---:|---:|---:|");
+        for row in [&baseline, &router] {
+            println!("| {} | {:.0} | {} | {:.2} | {:.2} |", row.name, row.rate, row.lost, row.p50, row.p99);
+        }
+        println!();
+        println!("router / forwarder throughput: {:.2}", router.rate / baseline.rate);
+        println!("service resident memory: {rss} MiB after the core phases (peak {peak} MiB)");
+
+        // JetStream source and output.
+        let mut rules: Vec<(String, String)> = shipped_rules()
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("transforms/"))
+            .collect();
+        rules.push(("bench.yaml".into(), JS_ROUTE.into()));
+        let service = start_service(
+            &rules,
+            json!({ "streams": {
+                "CANONICAL_JS": { "subjects": ["canonical_js.>"], "max_msgs": 10000000 },
+                "RAW_IN": { "subjects": ["raw_js_in.>"], "max_msgs": 10000000 },
+                "RAW_OUT": { "subjects": ["raw_js_out.>"], "max_msgs": 10000000 },
+            } }),
+        )
+        .await;
+        let js = jetstream::new(async_nats::connect(&service.nats).await.unwrap());
+
+        // Both sides consume while the input stream is being filled, so both are timed from
+        // the first stored input to the last output.
+        let forwarder = tokio::spawn(js_forwarder(service.nats.clone(), js_msgs));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        fill_market_data(&js, "raw_js_in", js_msgs).await;
+        forwarder.await.unwrap();
+        let baseline_rate = js_msgs as f64 / started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        fill_market_data(&js, "trade", js_msgs).await;
+        let fill = started.elapsed();
+        while stream_count(&js, "CANONICAL_JS").await < js_msgs {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(started.elapsed() < Duration::from_secs(300), "jetstream route stalled");
+        }
+        let router_rate = js_msgs as f64 / started.elapsed().as_secs_f64();
+        let (rss, peak) = service.rss_mib();
+        println!();
+        println!("| JetStream source → JetStream output | msgs/s |");
+        println!("|---|---:|");
+        println!("| hand-written pull → publish (acked) → ack | {baseline_rate:.0} |");
+        println!("| prism-broker route | {router_rate:.0} |");
+        println!("(filling the input stream took {:.1}s of the route's run)", fill.as_secs_f64());
+        println!();
+        println!("router / forwarder throughput (JetStream): {:.2}", router_rate / baseline_rate);
+        println!("service resident memory: {rss} MiB after the JetStream phase (peak {peak} MiB)");
+    });
+}

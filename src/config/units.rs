@@ -19,21 +19,25 @@ impl ByteSize {
     }
 }
 
-/// Parses `1GB`, `512 MB`, `1MiB`, `4096`.
-pub fn parse_byte_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
+/// Splits `512MB` into `(512.0, "MB")`; `what` and `expected` word the error.
+fn split_number<'a>(text: &'a str, what: &str, expected: &str) -> Result<(f64, &'a str), String> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     if number.is_empty() {
-        return Err(format!(
-            "invalid size {text:?}: expected a number such as 512MB or 1GB"
-        ));
+        return Err(format!("invalid {what} {text:?}: expected {expected}"));
     }
-    let number: f64 = number
+    let number = number
         .parse()
-        .map_err(|_| format!("invalid size {text:?}: bad number {number:?}"))?;
+        .map_err(|_| format!("invalid {what} {text:?}: bad number {number:?}"))?;
+    Ok((number, unit))
+}
+
+/// Parses `1GB`, `512 MB`, `1MiB`, `4096`.
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = split_number(text, "size", "a number such as 512MB or 1GB")?;
     let multiplier: u64 = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,
@@ -108,18 +112,11 @@ impl Span {
 /// Parses `7200`, `250ms`, `30s`, `5m`, `1h`, `7d`, `1.5h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    if number.is_empty() {
-        return Err(format!(
-            "invalid duration {text:?}: expected seconds or a number with ms, s, m, h or d"
-        ));
-    }
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: bad number {number:?}"))?;
+    let (number, unit) = split_number(
+        text,
+        "duration",
+        "seconds or a number with ms, s, m, h or d",
+    )?;
     let seconds = match unit.trim() {
         "ms" => number / 1000.0,
         "" | "s" => number,

@@ -88,6 +88,61 @@ where
     outcome
 }
 
+/// A keep-alive HTTP/1.1 connection that sends one prepared POST and reads the answer.
+struct Conn {
+    reader: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    request: Vec<u8>,
+    line: String,
+    body: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: &str, path: &str, body: &str) -> Conn {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (read, writer) = stream.into_split();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
+        Conn {
+            reader: tokio::io::BufReader::new(read),
+            writer,
+            request,
+            line: String::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Sends the request; returns the status once the whole response is read.
+    async fn post(&mut self) -> Option<u16> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        self.writer.write_all(&self.request).await.ok()?;
+        self.line.clear();
+        self.reader.read_line(&mut self.line).await.ok()?;
+        let status = self.line.split_whitespace().nth(1)?.parse().ok()?;
+        let mut length = 0usize;
+        loop {
+            self.line.clear();
+            self.reader.read_line(&mut self.line).await.ok()?;
+            let header = self.line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().ok()?;
+                }
+            }
+        }
+        self.body.resize(length, 0);
+        self.reader.read_exact(&mut self.body).await.ok()?;
+        Some(status)
+    }
+}
+
 fn main() {
     if listing_only() {
         return;
@@ -126,42 +181,22 @@ fn main() {
         })
         .await;
 
-        // The REST API: one keep-alive connection per worker.
-        let url = format!("{}/api/v1/broker/publish", service.api);
-        let clients: Arc<Vec<reqwest::Client>> = Arc::new(
-            (0..concurrency)
-                .map(|_| {
-                    reqwest::Client::builder()
-                        .pool_max_idle_per_host(1)
-                        .build()
-                        .unwrap()
-                })
-                .collect(),
-        );
+        // The REST API: one keep-alive HTTP/1.1 connection per worker, driven by a minimal
+        // client (see `Conn`) so the load generator takes as little CPU as it can.
+        let addr = service.api.trim_start_matches("http://").to_string();
         let trade: serde_json::Value = serde_json::from_str(TRADE).unwrap();
-        let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
-            (0..concurrency)
-                .map(|w| {
-                    json!({ "subject": format!("trade.bench.api.W{w}"), "message": trade })
-                        .to_string()
-                        .into()
-                })
-                .collect(),
-        );
+        let mut conns = Vec::with_capacity(concurrency);
+        for w in 0..concurrency {
+            let body =
+                json!({ "subject": format!("trade.bench.api.W{w}"), "message": trade }).to_string();
+            conns.push(tokio::sync::Mutex::new(
+                Conn::open(&addr, "/api/v1/broker/publish", &body).await,
+            ));
+        }
+        let conns = Arc::new(conns);
         let mut api = drive(concurrency, warmup, secs, move |worker| {
-            let (clients, bodies, url) = (clients.clone(), bodies.clone(), url.clone());
-            async move {
-                let r = clients[worker]
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(bodies[worker].clone())
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-                    _ => false,
-                }
-            }
+            let conns = conns.clone();
+            async move { conns[worker].lock().await.post().await == Some(200) }
         })
         .await;
         let (rss, peak) = service.rss_mib();

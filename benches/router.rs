@@ -145,7 +145,16 @@ fn spawn_forwarder(url: String, input: &'static str) -> std::thread::JoinHandle<
 /// Counts outputs on `filter`; with `latency`, records publish → receive times (µs).
 struct Sink {
     received: Arc<AtomicU64>,
+    stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl Sink {
+    /// Stops the sink and returns the latencies it recorded (µs).
+    async fn finish(self) -> Vec<u64> {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or_default()
+    }
 }
 
 async fn sink(url: &str, filter: &'static str, latency: bool) -> Sink {
@@ -158,10 +167,15 @@ async fn sink(url: &str, filter: &'static str, latency: bool) -> Sink {
     client.flush().await.unwrap();
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let _client = client;
         let mut latencies = Vec::new();
-        while let Some(msg) = sub.next().await {
+        loop {
+            let msg = tokio::select! {
+                _ = stopped.changed() => break,
+                next = sub.next() => match next { Some(msg) => msg, None => break },
+            };
             if latency {
                 let sent = serde_json::from_slice::<Map<String, Value>>(&msg.payload)
                     .ok()
@@ -174,7 +188,11 @@ async fn sink(url: &str, filter: &'static str, latency: bool) -> Sink {
         }
         latencies
     });
-    Sink { received, task }
+    Sink {
+        received,
+        stop,
+        task,
+    }
 }
 
 /// Publishes as fast as the window allows for `secs`; returns (sent, received, elapsed).
@@ -256,18 +274,15 @@ async fn measure_core(
 ) -> Row {
     let s = sink(&service.nats, out, false).await;
     let (sent, received, elapsed) = throughput(&service.nats, prefix, &s, secs).await;
-    s.task.abort();
+    s.finish().await;
     let s = sink(&service.nats, out, true).await;
     let offered = paced(&service.nats, prefix, rate, secs).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while s.received.load(Ordering::Relaxed) < offered && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let got = s.received.load(Ordering::Relaxed);
-    s.task.abort();
-    let mut latencies = s.task.await.unwrap_or_default();
+    let mut latencies = s.finish().await;
     latencies.sort_unstable();
-    let _ = got;
     Row {
         name: name.to_string(),
         rate: received as f64 / elapsed.as_secs_f64(),
@@ -357,11 +372,12 @@ async fn js_forwarder(url: String, n: u64) {
                         obj.insert(field.into(), json!(n));
                     }
                 }
-                obj.insert("venue".into(), json!(format!("{}.{}", tokens[2], tokens[3])));
+                // raw_js_in.{exchange}.{market_type}.{symbol}
+                obj.insert("venue".into(), json!(format!("{}.{}", tokens[1], tokens[2])));
                 obj.insert("routed_at_ms".into(), json!(now_ms()));
                 obj.remove("publisher");
                 obj.remove("data_source");
-                let subject = format!("raw_js_out.{}.{}.{}", tokens[2], tokens[3], tokens[4]);
+                let subject = format!("raw_js_out.{}.{}.{}", tokens[1], tokens[2], tokens[3]);
                 let ack = js.publish(subject, serde_json::to_vec(&v).unwrap().into()).await.unwrap();
                 inflight.push_back(async move { (msg, ack) });
             }

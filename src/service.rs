@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use actix::{Addr, Arbiter, Supervisor};
+use actix::{Addr, Supervisor};
 use actix_web::{web, App, HttpServer};
 use tracing::{info, warn};
 
@@ -17,7 +17,7 @@ use crate::nats::{
     self, server_conf, NatsProcessActor, NatsProcessError, NatsState, ServerPorts, StartServer,
     StopServer,
 };
-use crate::router::{ReloadRoutes, RouterActor, RouterState, StopRoutes};
+use crate::router::{ReloadRoutes, RouterActor, RouterRuntime, RouterState, StopRoutes};
 use crate::routing::{RouteTable, RuleProblem};
 use crate::stats::{metrics::MetricsError, Metrics, RequestMetrics, StatsActor, StatsConfig};
 use crate::streams::{StreamActor, StreamsState};
@@ -107,17 +107,16 @@ pub async fn run(
     };
     let router = Arc::new(RouterState::new(table));
     metrics.reload_succeeded(router.version(), router.table().routes().len());
-    let router_arbiter = Arbiter::new();
+    let router_runtime = RouterRuntime::start(config.router.threads)?;
     let router_actor = {
-        let (config, credentials, router, metrics) = (
+        let (runtime, config, credentials, router, metrics) = (
+            router_runtime.handle().clone(),
             config.clone(),
             credentials.clone(),
             router.clone(),
             metrics.clone(),
         );
-        Supervisor::start_in_arbiter(&router_arbiter.handle(), move |_| {
-            RouterActor::new(config, credentials, router, metrics)
-        })
+        Supervisor::start(move |_| RouterActor::new(runtime, config, credentials, router, metrics))
     };
     let reload_on_hangup = reload_on_sighup(router_actor.clone())?;
     let app_state = web::Data::new(AppState {
@@ -175,7 +174,7 @@ pub async fn run(
     {
         warn!("route tasks did not stop in time");
     }
-    router_arbiter.stop();
+    drop(router_runtime);
     if tokio::time::timeout(Duration::from_secs(1), client.flush())
         .await
         .is_err()

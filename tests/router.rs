@@ -268,7 +268,17 @@ routes:
 
 #[tokio::test]
 async fn partition_by_keeps_order_per_key() {
+    partition_order(1).await;
+}
+
+#[tokio::test]
+async fn partition_by_keeps_order_per_key_on_several_threads() {
+    partition_order(2).await;
+}
+
+async fn partition_order(threads: usize) {
     let service = ServiceBuilder::new()
+        .set("router.threads", json!(threads))
         .route_file("ordered.yaml", PARTITIONED)
         .start()
         .await;

@@ -17,12 +17,7 @@ async fn varz(state: &AppState) -> Option<Value> {
     if !state.nats.supervised {
         return None;
     }
-    let host = match state.config.nats.host.as_str() {
-        "0.0.0.0" | "" => "127.0.0.1",
-        "::" => "[::1]",
-        other => other,
-    };
-    let url = format!("http://{host}:{}/varz", state.nats.ports.http);
+    let url = state.config.nats.monitor_url("/varz");
     let live = async {
         let response = state
             .http

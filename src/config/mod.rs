@@ -145,16 +145,31 @@ impl Default for NatsConfig {
 }
 
 impl NatsConfig {
+    /// The supervised server's address as it goes into a local URL: a wildcard listen
+    /// address is reached on loopback, IPv6 in brackets.
+    pub fn local_url_host(&self) -> String {
+        match self.host.as_str() {
+            "0.0.0.0" | "" => "127.0.0.1".to_string(),
+            "::" => "[::1]".to_string(),
+            h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+            h => h.to_string(),
+        }
+    }
+
+    /// The supervised server's monitoring endpoint `path` (e.g. `/varz`).
+    pub fn monitor_url(&self, path: &str) -> String {
+        format!("http://{}:{}{path}", self.local_url_host(), self.http_port)
+    }
+
     /// The URLs the broker's own client connects to.
     pub fn client_urls(&self) -> Vec<String> {
         if self.auto_start {
             let scheme = if self.tls.is_some() { "tls" } else { "nats" };
-            let host = match self.host.as_str() {
-                "0.0.0.0" | "" => "127.0.0.1",
-                "::" => "::1",
-                other => other,
-            };
-            vec![format!("{scheme}://{host}:{}", self.port)]
+            vec![format!(
+                "{scheme}://{}:{}",
+                self.local_url_host(),
+                self.port
+            )]
         } else {
             self.url.to_vec()
         }
@@ -292,6 +307,12 @@ pub struct RouterConfig {
     pub queue_group: String,
     /// Defaults for JetStream-sourced routes' durable consumers.
     pub consumer: ConsumerDefaults,
+    /// Threads of the router's runtime. 1 (the default) keeps every message on one thread
+    /// with its connection (lowest latency); more lets `partition_by` workers and routes run
+    /// on several cores.
+    pub threads: usize,
+    /// Ordered workers of a route with `partition_by`.
+    pub partition_workers: usize,
 }
 
 impl Default for RouterConfig {
@@ -303,6 +324,8 @@ impl Default for RouterConfig {
             dead_letter_prefix: "deadletter".into(),
             queue_group: "prism-router".into(),
             consumer: ConsumerDefaults::default(),
+            threads: 1,
+            partition_workers: 4,
         }
     }
 }

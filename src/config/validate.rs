@@ -235,6 +235,15 @@ pub fn validate(config: &BrokerConfig) -> Vec<ConfigProblem> {
     if router.consumer.max_deliver < 1 {
         problem("router.consumer.max_deliver", "must be at least 1".into());
     }
+    if !(1..=64).contains(&router.threads) {
+        problem("router.threads", "must be between 1 and 64".into());
+    }
+    if !(1..=256).contains(&router.partition_workers) {
+        problem(
+            "router.partition_workers",
+            "must be between 1 and 256".into(),
+        );
+    }
     if router.consumer.ack_wait.duration().is_zero() {
         problem("router.consumer.ack_wait", "must be greater than 0".into());
     }

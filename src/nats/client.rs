@@ -26,6 +26,8 @@ pub enum ClientError {
     },
     #[error("invalid nats url {url:?}: {reason}")]
     Url { url: String, reason: String },
+    #[error("connection task failed: {0}")]
+    Task(String),
 }
 
 /// Connects in the background: returns at once, `NatsState::client_connected` says when

@@ -243,11 +243,7 @@ impl Launcher {
             "nats-server started"
         );
 
-        let url = format!(
-            "http://{}:{}/healthz",
-            probe_host(&self.config.host),
-            self.config.http_port
-        );
+        let url = self.config.monitor_url("/healthz");
         let timeout = self.config.ready_timeout.duration();
         let deadline = Instant::now() + timeout;
         loop {
@@ -279,15 +275,6 @@ impl Launcher {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-/// The address to probe: a wildcard listen address is reached on loopback.
-fn probe_host(host: &str) -> &str {
-    match host {
-        "0.0.0.0" | "" => "127.0.0.1",
-        "::" => "::1",
-        other => other,
     }
 }
 
@@ -417,11 +404,7 @@ impl NatsProcessActor {
             return;
         }
         let http = self.launcher.http.clone();
-        let base = format!(
-            "http://{}:{}",
-            probe_host(&self.launcher.config.host),
-            self.launcher.config.http_port
-        );
+        let base = self.launcher.config.monitor_url("");
         let state = self.state.clone();
         ctx.spawn(
             async move {

@@ -1,6 +1,7 @@
-//! `RouterActor`: owns the active route table and one task per route. It runs on its own
-//! arbiter (thread) with its own NATS connection, so route tasks, their publishes and the
-//! connection's I/O share one thread and never hop. It reloads the table on file change
+//! `RouterActor`: owns the active route table and one task per route. The tasks and the
+//! router's own NATS connection run on a dedicated single-threaded runtime
+//! ([`RouterRuntime`]), so a message, its processing, its publishes and the connection's
+//! I/O share one thread and never hop, and nothing else (HTTP, actors) runs in between. It reloads the table on file change
 //! (when `router.watch` is on), on SIGHUP and on `POST /api/v1/routes/reload`: the new
 //! table is compiled and validated in full; if anything is wrong the old one keeps
 //! running, otherwise it replaces the old one, and routes whose source did not change keep
@@ -26,8 +27,6 @@ use crate::stats::Metrics;
 
 /// How often the rule directories are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
-/// Ordered workers of a route with `partition_by`.
-pub const PARTITION_WORKERS: usize = 4;
 
 /// What a successful reload changed.
 #[derive(Debug, Clone, Serialize)]
@@ -42,7 +41,63 @@ pub struct ReloadReport {
     pub stopped: Vec<String>,
 }
 
+/// The thread and single-threaded tokio runtime the route tasks run on. Dropping it ends
+/// the thread (after the tasks were stopped).
+pub struct RouterRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RouterRuntime {
+    /// One thread: a current-thread runtime; more: a multi-thread runtime of that size.
+    pub fn start(threads: usize) -> std::io::Result<RouterRuntime> {
+        let runtime = if threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_name("prism-router")
+                .build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .thread_name("prism-router")
+                .build()?
+        };
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("prism-router".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(RouterRuntime {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+impl Drop for RouterRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 pub struct RouterActor {
+    runtime: tokio::runtime::Handle,
     config: Arc<BrokerConfig>,
     credentials: Option<BrokerCredentials>,
     state: Arc<RouterState>,
@@ -55,6 +110,7 @@ pub struct RouterActor {
 
 impl RouterActor {
     pub fn new(
+        runtime: tokio::runtime::Handle,
         config: Arc<BrokerConfig>,
         credentials: Option<BrokerCredentials>,
         state: Arc<RouterState>,
@@ -64,6 +120,7 @@ impl RouterActor {
         // load and the first check is seen.
         let watched = Some((rule_fingerprint(&config), false));
         RouterActor {
+            runtime,
             config,
             credentials,
             state,
@@ -80,7 +137,7 @@ impl RouterActor {
             client: client.clone(),
             js: js.clone(),
             metrics: self.metrics.route(route),
-            partitions: PARTITION_WORKERS,
+            partitions: self.config.router.partition_workers,
             state: self.state.clone(),
         })
     }
@@ -94,8 +151,8 @@ impl RouterActor {
                 continue;
             }
             if let Some(deps) = self.deps(&route.name) {
-                self.tasks
-                    .insert(route.name.clone(), RouteTask::start(route.clone(), deps));
+                let task = RouteTask::start(route.clone(), deps, &self.runtime);
+                self.tasks.insert(route.name.clone(), task);
                 started.push(route.name.clone());
             }
         }

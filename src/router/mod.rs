@@ -9,5 +9,5 @@ pub mod state;
 pub mod task;
 pub mod watch;
 
-pub use actor::{ReloadReport, ReloadRoutes, RouterActor, StopRoutes, PARTITION_WORKERS};
+pub use actor::{ReloadReport, ReloadRoutes, RouterActor, RouterRuntime, StopRoutes};
 pub use state::{ReloadStatus, RouterState};

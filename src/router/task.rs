@@ -82,8 +82,12 @@ pub struct RouteTask {
 }
 
 impl RouteTask {
-    /// Starts the task on the current runtime.
-    pub fn start(route: Arc<CompiledRoute>, deps: TaskDeps) -> RouteTask {
+    /// Starts the task on `runtime` (the router's own runtime, where its connection lives).
+    pub fn start(
+        route: Arc<CompiledRoute>,
+        deps: TaskDeps,
+        runtime: &tokio::runtime::Handle,
+    ) -> RouteTask {
         let key = SourceKey::of(&route);
         let (route_tx, route_rx) = watch::channel(route.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -94,7 +98,7 @@ impl RouteTask {
         };
         let handle = match route.source.clone() {
             RouteSource::Core { queue_group } => {
-                tokio::spawn(core_source(processor, stop_rx, queue_group))
+                runtime.spawn(core_source(processor, stop_rx, queue_group))
             }
             RouteSource::JetStream {
                 stream,
@@ -102,7 +106,7 @@ impl RouteTask {
                 ack_wait,
                 max_ack_pending,
                 max_deliver,
-            } => tokio::spawn(jetstream_source(
+            } => runtime.spawn(jetstream_source(
                 processor,
                 stop_rx,
                 ConsumerSpec {
@@ -452,8 +456,13 @@ async fn jetstream_source(
         match result {
             Ok(()) => break,
             Err(e) => {
-                warn!(route = %name, stream = %spec.stream, durable = %spec.durable, error = %e,
-                    "jetstream source interrupted; retrying");
+                // The first attempts at start-up often race the stream actor: not a warning yet.
+                if retry >= Duration::from_secs(1) {
+                    warn!(route = %name, stream = %spec.stream, durable = %spec.durable, error = %e,
+                        "jetstream source interrupted; retrying");
+                } else {
+                    info!(route = %name, stream = %spec.stream, error = %e, "jetstream source not ready; retrying");
+                }
                 tokio::select! {
                     _ = stop.changed() => break,
                     _ = tokio::time::sleep(retry) => {}

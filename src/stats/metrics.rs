@@ -256,7 +256,6 @@ impl Metrics {
             dead_lettered: f.dead_lettered.with_label_values(label),
             dropped: f.dropped.with_label_values(label),
             passed_through: f.passed_through.with_label_values(label),
-            slow_consumer: f.slow_consumer.with_label_values(label),
             processing: f.processing.with_label_values(label),
             age: f.age.with_label_values(label),
             consumed_total: self.messages_consumed.clone(),
@@ -320,7 +319,6 @@ pub struct RouteMetrics {
     dead_lettered: IntCounter,
     dropped: IntCounter,
     passed_through: IntCounter,
-    slow_consumer: IntCounter,
     processing: Histogram,
     age: Histogram,
     consumed_total: IntCounter,
@@ -339,7 +337,6 @@ pub struct RouteCounts {
     pub dead_lettered: u64,
     pub dropped: u64,
     pub passed_through: u64,
-    pub slow_consumer_events: u64,
 }
 
 impl RouteMetrics {
@@ -388,11 +385,6 @@ impl RouteMetrics {
         self.passed_through.inc();
     }
 
-    /// The route's subscription fell behind (slow consumer).
-    pub fn slow_consumer(&self) {
-        self.slow_consumer.inc();
-    }
-
     /// Time spent routing one message (match to last publish).
     pub fn observe_processing(&self, elapsed: Duration) {
         self.processing.observe(elapsed.as_secs_f64());
@@ -416,7 +408,6 @@ impl RouteMetrics {
             dead_lettered: self.dead_lettered.get(),
             dropped: self.dropped.get(),
             passed_through: self.passed_through.get(),
-            slow_consumer_events: self.slow_consumer.get(),
         }
     }
 
@@ -442,7 +433,6 @@ struct RouteFamilies {
     dead_lettered: IntCounterVec,
     dropped: IntCounterVec,
     passed_through: IntCounterVec,
-    slow_consumer: IntCounterVec,
     processing: HistogramVec,
     age: HistogramVec,
 }
@@ -501,10 +491,6 @@ impl RouteFamilies {
                 "prism_route_messages_passed_through_total",
                 "Failed messages published unchanged (on_error: pass_through), by route",
             )?,
-            slow_consumer: c(
-                "prism_route_slow_consumer_events_total",
-                "Slow-consumer events of a route's subscription, by route",
-            )?,
             processing,
             age,
         })
@@ -521,7 +507,6 @@ impl RouteFamilies {
             &self.dead_lettered,
             &self.dropped,
             &self.passed_through,
-            &self.slow_consumer,
         ] {
             let _ = vec.remove_label_values(label);
         }

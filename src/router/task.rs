@@ -203,9 +203,10 @@ impl Processor {
         let route = self.current().clone();
         let metrics = &self.deps.metrics;
         let outcome = route.process(subject, &headers, &payload, now);
+        // The subject is copied only if the message turns out to need a dead letter later.
         let mut pending = Pending {
             route: route.clone(),
-            subject: subject.to_string(),
+            subject: String::new(),
             headers,
             payload,
             acks: Vec::new(),
@@ -250,6 +251,9 @@ impl Processor {
             }
         }
         metrics.observe_processing(started.elapsed());
+        if !pending.acks.is_empty() || pending.failed.is_some() {
+            pending.subject = subject.to_string();
+        }
         pending
     }
 

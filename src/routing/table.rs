@@ -218,17 +218,8 @@ impl RouteTable {
         let mut routes: Vec<Arc<CompiledRoute>> = Vec::new();
         let mut seen: HashMap<String, String> = HashMap::new();
         for file in route_files {
-            let root = match yaml::parse(&file.text) {
-                Ok(root) => root,
-                Err(e) => {
-                    problems.push(RuleProblem {
-                        file: file.name.clone(),
-                        line: e.line(),
-                        context: None,
-                        message: e.to_string(),
-                    });
-                    continue;
-                }
+            let Some(root) = parse_file(file, &mut problems) else {
+                continue;
             };
             let items = match route_items(&root) {
                 Ok(items) => items,
@@ -399,23 +390,30 @@ fn route_items(root: &Node) -> Result<&[Node], Problem> {
     }
 }
 
+/// Parses a rule file; a YAML error becomes a problem at its line.
+fn parse_file(file: &SourceFile, problems: &mut Vec<RuleProblem>) -> Option<Node> {
+    match yaml::parse(&file.text) {
+        Ok(root) => Some(root),
+        Err(e) => {
+            problems.push(RuleProblem {
+                file: file.name.clone(),
+                line: e.line(),
+                context: None,
+                message: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
 fn compile_pipelines(
     files: &[SourceFile],
     problems: &mut Vec<RuleProblem>,
 ) -> BTreeMap<String, NamedPipeline> {
     let mut pipelines: BTreeMap<String, NamedPipeline> = BTreeMap::new();
     for file in files {
-        let root = match yaml::parse(&file.text) {
-            Ok(root) => root,
-            Err(e) => {
-                problems.push(RuleProblem {
-                    file: file.name.clone(),
-                    line: e.line(),
-                    context: None,
-                    message: e.to_string(),
-                });
-                continue;
-            }
+        let Some(root) = parse_file(file, problems) else {
+            continue;
         };
         let name = root.get("name").and_then(Node::as_str).map(String::from);
         let context = Some(format!("transform {}", name.as_deref().unwrap_or("?")));

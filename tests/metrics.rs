@@ -510,8 +510,15 @@ async fn status_and_metrics_agree_and_route_counters_move_exactly() {
         "router counters settled",
         Duration::from_secs(10),
         |e| {
-            (e.get("prism_route_messages_matched_total", &[("route", "strict")]) == Some(9.0))
-                .then(|| e.clone())
+            // Outputs are counted just after they are handed to the connection.
+            let settled = e.get("prism_route_messages_matched_total", &[("route", "strict")])
+                == Some(9.0)
+                && e.get("prism_messages_published_total", &[("source", "router")]) >= Some(35.0)
+                && e.get(
+                    "prism_route_messages_dead_lettered_total",
+                    &[("route", "strict")],
+                ) >= Some(4.0);
+            settled.then(|| e.clone())
         },
     )
     .await;

@@ -452,26 +452,30 @@ async fn reload_under_traffic_loses_and_duplicates_nothing() {
     let mut changing = client.subscribe("changing-out.*").await.unwrap();
     client.flush().await.unwrap();
 
-    const N: usize = 3000;
+    // Steady paced traffic on both routes until told to stop; the reload happens in the
+    // middle of it, and traffic goes on for a while after the new table is in place.
     let publisher = service.nats_client().await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let traffic = tokio::spawn(async move {
-        for i in 0..N {
-            publisher
-                .publish(format!("steady.{i}"), "{}".into())
-                .await
-                .unwrap();
-            publisher
-                .publish(format!("changing.{i}"), "{}".into())
-                .await
-                .unwrap();
-            if i % 100 == 0 {
-                publisher.flush().await.unwrap();
-                tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut i = 0usize;
+        while !*stop_rx.borrow() {
+            for _ in 0..50 {
+                publisher
+                    .publish(format!("steady.{i}"), "{}".into())
+                    .await
+                    .unwrap();
+                publisher
+                    .publish(format!("changing.{i}"), "{}".into())
+                    .await
+                    .unwrap();
+                i += 1;
             }
+            publisher.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        publisher.flush().await.unwrap();
+        i
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     std::fs::write(
         &routes_file,
         TWO_ROUTES_V1.replace("version: \"1\"", "version: \"2\""),
@@ -490,17 +494,20 @@ async fn reload_under_traffic_loses_and_duplicates_nothing() {
         kept,
         BTreeSet::from(["steady".to_string(), "changing".to_string()])
     );
-    traffic.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop_tx.send(true).unwrap();
+    let n = traffic.await.unwrap();
+    assert!(n >= 1000, "enough traffic around the reload: {n}");
 
-    let got_steady = collect(&mut steady, N, WAIT).await;
-    let got_changing = collect(&mut changing, N, WAIT).await;
-    assert_eq!(got_steady.len() + drain(&mut steady, QUIET).await.len(), N);
+    let got_steady = collect(&mut steady, n, WAIT).await;
+    let got_changing = collect(&mut changing, n, WAIT).await;
+    assert_eq!(got_steady.len() + drain(&mut steady, QUIET).await.len(), n);
     assert_eq!(
         got_changing.len() + drain(&mut changing, QUIET).await.len(),
-        N
+        n
     );
     let unique: BTreeSet<String> = got_changing.iter().map(|m| m.subject.to_string()).collect();
-    assert_eq!(unique.len(), N);
+    assert_eq!(unique.len(), n);
     let versions: Vec<String> = got_changing
         .iter()
         .map(|m| payload(m)["version"].as_str().unwrap().to_string())
@@ -510,6 +517,7 @@ async fn reload_under_traffic_loses_and_duplicates_nothing() {
         "2",
         "the new rules apply after the reload"
     );
+    assert_eq!(versions[0], "1", "traffic started under the old rules");
     let first_two = versions.iter().position(|v| v == "2").unwrap();
     assert!(
         versions[first_two..].iter().all(|v| v == "2"),

@@ -317,12 +317,11 @@ async fn finish(subject: String, pending: Pending) -> Result<Value, ApiError> {
 }
 
 fn count(state: &AppState, ok: bool) {
-    let vec = if ok {
-        &state.metrics.messages_published
+    if ok {
+        state.metrics.api_published();
     } else {
-        &state.metrics.message_errors
-    };
-    vec.with_label_values(&["api"]).inc();
+        state.metrics.api_publish_failed();
+    }
 }
 
 pub async fn publish(

@@ -106,7 +106,11 @@ pub async fn run(
         Supervisor::start(move |_| StreamActor::new(client, nats, specs, streams, request_timeout))
     };
     let router = Arc::new(RouterState::new(table));
-    metrics.reload_succeeded(router.version(), router.table().routes().len());
+    // The start-up table is version 1; it is not counted as a reload.
+    metrics.routes_version.set(1);
+    metrics
+        .routes_loaded
+        .set(i64::try_from(router.table().routes().len()).unwrap_or(i64::MAX));
     let router_runtime = RouterRuntime::start(config.router.threads)?;
     let router_actor = {
         let (runtime, config, credentials, router, metrics) = (

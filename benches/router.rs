@@ -27,7 +27,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use common::{env_or, listing_only, percentile_ms, shipped_rules, start_service, Service, TRADE};
 use futures::StreamExt;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// Messages in flight (published, not yet seen downstream) in the throughput phase.
 const WINDOW: u64 = 5_000;
@@ -142,6 +142,20 @@ fn spawn_forwarder(url: String, input: &'static str) -> std::thread::JoinHandle<
     })
 }
 
+/// The `bench_sent_ns` stamp of an output, found without parsing the whole payload (the
+/// sink shares the two cores with what it measures).
+fn sent_ns(payload: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"bench_sent_ns\":";
+    let at = payload.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits: Vec<u8> = payload[at..]
+        .iter()
+        .skip_while(|b| **b == b' ')
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
 /// Counts outputs on `filter`; with `latency`, records publish → receive times (µs).
 struct Sink {
     received: Arc<AtomicU64>,
@@ -177,9 +191,7 @@ async fn sink(url: &str, filter: &'static str, latency: bool) -> Sink {
                 next = sub.next() => match next { Some(msg) => msg, None => break },
             };
             if latency {
-                let sent = serde_json::from_slice::<Map<String, Value>>(&msg.payload)
-                    .ok()
-                    .and_then(|m| m.get("bench_sent_ns").and_then(Value::as_u64));
+                let sent = sent_ns(&msg.payload);
                 if let Some(sent) = sent {
                     latencies.push(now_ns().saturating_sub(sent) / 1000);
                 }

@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{env_or, listing_only, start_service, TRADE};
+use common::{env_or, listing_only, percentile_ms, start_service, TRADE};
 use serde_json::json;
 
 struct Outcome {
     requests: u64,
     errors: u64,
     elapsed: Duration,
-    latencies_us: Vec<u32>,
+    latencies_us: Vec<u64>,
 }
 
 impl Outcome {
@@ -28,12 +28,8 @@ impl Outcome {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
     fn pct(&mut self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
         self.latencies_us.sort_unstable();
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(self.latencies_us[i]) / 1000.0
+        percentile_ms(&self.latencies_us, p)
     }
 }
 
@@ -57,7 +53,7 @@ where
                 if measuring.load(Ordering::Relaxed) {
                     if success {
                         ok += 1;
-                        lat.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        lat.push(started.elapsed().as_micros().min(u64::MAX as u128) as u64);
                     } else {
                         errors += 1;
                     }

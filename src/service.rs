@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use actix::{Addr, Supervisor};
 use actix_web::{web, App, HttpServer};
@@ -134,7 +134,6 @@ pub async fn run(
         metrics: metrics.clone(),
         http: reqwest::Client::new(),
         started: Instant::now(),
-        started_at: SystemTime::now(),
     });
     let publisher_cfg = (config.nats.clone(), credentials.clone());
     let mut server = HttpServer::new(move || {

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use actix::{Addr, MailboxError};
 
@@ -27,7 +27,6 @@ pub struct AppState {
     /// For live reads of the supervised server's monitoring endpoints.
     pub http: reqwest::Client,
     pub started: Instant,
-    pub started_at: SystemTime,
 }
 
 impl AppState {

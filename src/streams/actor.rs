@@ -29,7 +29,6 @@ pub struct StreamActor {
     nats: Arc<NatsState>,
     specs: Arc<Vec<StreamSpec>>,
     state: Arc<StreamsState>,
-    timeout: Duration,
 }
 
 impl StreamActor {
@@ -47,7 +46,6 @@ impl StreamActor {
             nats,
             specs: Arc::new(specs),
             state,
-            timeout,
         }
     }
 }
@@ -127,7 +125,7 @@ async fn ensure_one(js: &JetStream, spec: &StreamSpec) -> Result<&'static str, S
             info!(stream = %spec.name, changes = %diffs.join(", "), "updating stream to match config");
             js.update_stream(to_nats(spec))
                 .await
-                .map_err(|e| StreamError::from_update(&e))?;
+                .map_err(|e| StreamError::from_create(&e))?;
             Ok("updated")
         }
         Err(e) if StreamError::from_get(&e).is_not_found() => {
@@ -330,7 +328,7 @@ impl Handler<UpdateStream> for StreamActor {
                 let info = js
                     .update_stream(to_nats(&spec))
                     .await
-                    .map_err(|e| StreamError::from_update(&e))?;
+                    .map_err(|e| StreamError::from_create(&e))?;
                 let _ = refresh_catalog(&js, &state).await;
                 Ok(info)
             }
@@ -370,12 +368,5 @@ impl Handler<DeleteStream> for StreamActor {
             }
             .into_actor(self),
         ))
-    }
-}
-
-impl StreamActor {
-    /// The request timeout this actor's JetStream calls use.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 }

@@ -82,10 +82,6 @@ impl StreamError {
         }
     }
 
-    pub fn from_update(e: &CreateStreamError) -> StreamError {
-        StreamError::from_create(e)
-    }
-
     pub fn request(e: &RequestError) -> StreamError {
         match e.kind() {
             RequestErrorKind::NoResponders | RequestErrorKind::TimedOut => {

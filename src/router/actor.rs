@@ -137,7 +137,14 @@ impl RouterActor {
             client: client.clone(),
             js: js.clone(),
             metrics: self.metrics.route(route),
-            partitions: self.config.router.partition_workers,
+            // On one thread the workers could not run in parallel: the route's task then
+            // handles the messages itself, in arrival order, which keeps every key's order
+            // and saves the hand-off to a worker.
+            partitions: if self.config.router.threads <= 1 {
+                1
+            } else {
+                self.config.router.partition_workers
+            },
             state: self.state.clone(),
         })
     }

@@ -10,6 +10,8 @@
 //!   growing delay, and at its last allowed delivery dead-lettered and terminated.
 //! - `partition_by`: a dispatcher hashes the key onto a fixed set of workers, each
 //!   handling its messages in order, so one key keeps its order while keys run in parallel.
+//!   With one worker (the router on one thread) the task handles every message in order
+//!   itself: total order keeps each key's order, and no hand-off is paid.
 //!
 //! A reload that keeps a route's source swaps the compiled route in place (the task reads
 //! it through a watch channel) and keeps the subscription or consumer.
@@ -48,7 +50,8 @@ pub struct TaskDeps {
     pub client: async_nats::Client,
     pub js: JetStream,
     pub metrics: RouteMetrics,
-    /// Workers of a route with `partition_by`.
+    /// Workers of a route with `partition_by`; with 1 the task handles every message in
+    /// arrival order itself.
     pub partitions: usize,
     /// Where the task says whether it is subscribed / consuming.
     pub state: Arc<RouterState>,
@@ -382,7 +385,7 @@ async fn core_source(processor: Processor, stop: watch::Receiver<bool>, group: S
     let state = processor.deps.state.clone();
     state.set_live(&name, true);
     let partitions = processor.deps.partitions.max(1);
-    if processor.route.partition_by.is_none() {
+    if processor.route.partition_by.is_none() || partitions == 1 {
         handle_core(processor, Box::pin(subscriber), stop).await;
     } else {
         partitioned(processor, subscriber, stop, partitions).await;

@@ -195,22 +195,32 @@ impl Actor for RouterActor {
         let credentials = self.credentials.clone();
         let timeout = self.config.service.request_timeout.duration();
         let metrics = self.metrics.clone();
-        // Connect on this arbiter so the connection's I/O runs on the router's thread.
+        // Connect from the router's runtime: async-nats spawns the connection's I/O task
+        // where it is connected, so the route tasks and their connection share the router's
+        // thread and a message crosses no thread on its way through.
+        let connecting = self.runtime.spawn(async move {
+            connect_router(&nats, credentials.as_ref(), timeout, metrics).await
+        });
         ctx.wait(
-            async move { connect_router(&nats, credentials.as_ref(), timeout, metrics).await }
-                .into_actor(self)
-                .map(
-                    |result: Result<async_nats::Client, ClientError>, act, _ctx| match result {
-                        Ok(client) => {
-                            let mut js = jetstream::new(client.clone());
-                            js.set_timeout(act.config.service.request_timeout.duration());
-                            act.client = Some((client, js));
-                            let started = act.start_missing();
-                            info!(routes = started.len(), "router started");
-                        }
-                        Err(e) => error!(error = %e, "router cannot connect to nats"),
-                    },
-                ),
+            async move {
+                connecting
+                    .await
+                    .map_err(|e| ClientError::Task(e.to_string()))
+                    .and_then(|result| result)
+            }
+            .into_actor(self)
+            .map(
+                |result: Result<async_nats::Client, ClientError>, act, _ctx| match result {
+                    Ok(client) => {
+                        let mut js = jetstream::new(client.clone());
+                        js.set_timeout(act.config.service.request_timeout.duration());
+                        act.client = Some((client, js));
+                        let started = act.start_missing();
+                        info!(routes = started.len(), "router started");
+                    }
+                    Err(e) => error!(error = %e, "router cannot connect to nats"),
+                },
+            ),
         );
         if self.config.router.watch {
             ctx.run_interval(WATCH_INTERVAL, |act, ctx| act.check_files(ctx));

@@ -27,6 +27,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use common::{env_or, listing_only, percentile_ms, shipped_rules, start_service, Service, TRADE};
 use futures::StreamExt;
+use prism_broker::config::MARKET_DATA_SUBJECTS;
 use serde_json::{json, Value};
 
 /// Messages in flight (published, not yet seen downstream) in the throughput phase.
@@ -61,14 +62,23 @@ fn now_ms() -> i64 {
     (now_ns() / 1_000_000) as i64
 }
 
-/// The sample trade for `symbol`, with the send time when measuring latency.
-fn trade(symbol: &str, sent_ns: Option<u64>) -> Bytes {
+/// The sample trade for `symbol`.
+fn trade(symbol: &str) -> Bytes {
     let mut v: Value = serde_json::from_str(TRADE).unwrap();
     v["symbol"] = json!(symbol);
-    if let Some(ns) = sent_ns {
-        v["bench_sent_ns"] = json!(ns);
-    }
     Bytes::from(v.to_string())
+}
+
+/// The sample trade for `symbol` without its closing brace, to which [`stamped`] adds the
+/// send time: the latency publisher then costs one small format per message.
+fn open_trade(symbol: &str) -> String {
+    let mut text = String::from_utf8(trade(symbol).to_vec()).unwrap();
+    text.pop();
+    text
+}
+
+fn stamped(open: &str, sent_ns: u64) -> Bytes {
+    Bytes::from(format!("{open},\"bench_sent_ns\":{sent_ns}}}"))
 }
 
 /// The hand-written forwarder: what the trade route does, written directly against
@@ -210,7 +220,7 @@ async fn sink(url: &str, filter: &'static str, latency: bool) -> Sink {
 /// Publishes as fast as the window allows for `secs`; returns (sent, received, elapsed).
 async fn throughput(url: &str, prefix: &str, sink: &Sink, secs: Duration) -> (u64, u64, Duration) {
     let client = async_nats::connect(url).await.unwrap();
-    let payloads: Vec<Bytes> = SYMBOLS.iter().map(|s| trade(s, None)).collect();
+    let payloads: Vec<Bytes> = SYMBOLS.iter().map(|s| trade(s)).collect();
     let subjects: Vec<String> = SYMBOLS
         .iter()
         .map(|s| format!("{prefix}.binance.spot.{s}"))
@@ -248,6 +258,7 @@ async fn paced(url: &str, prefix: &str, rate: u64, secs: Duration) -> u64 {
         .iter()
         .map(|s| format!("{prefix}.binance.spot.{s}"))
         .collect();
+    let opened: Vec<String> = SYMBOLS.iter().map(|s| open_trade(s)).collect();
     let per_tick = (rate / 1000).max(1);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -258,7 +269,7 @@ async fn paced(url: &str, prefix: &str, rate: u64, secs: Duration) -> u64 {
         for _ in 0..per_tick {
             let i = (sent as usize) % SYMBOLS.len();
             client
-                .publish(subjects[i].clone(), trade(SYMBOLS[i], Some(now_ns())))
+                .publish(subjects[i].clone(), stamped(&opened[i], now_ns()))
                 .await
                 .unwrap();
             sent += 1;
@@ -269,39 +280,65 @@ async fn paced(url: &str, prefix: &str, rate: u64, secs: Duration) -> u64 {
 }
 
 struct Row {
-    name: String,
+    name: &'static str,
     rate: f64,
     lost: i64,
     p50: f64,
     p99: f64,
 }
 
-async fn measure_core(
-    service: &Service,
-    name: &str,
-    prefix: &str,
+/// One side of the core comparison: where its inputs go and where its outputs come out.
+struct Side {
+    name: &'static str,
+    prefix: &'static str,
     out: &'static str,
-    secs: Duration,
-    rate: u64,
-) -> Row {
-    let s = sink(&service.nats, out, false).await;
-    let (sent, received, elapsed) = throughput(&service.nats, prefix, &s, secs).await;
-    s.finish().await;
-    let s = sink(&service.nats, out, true).await;
-    let offered = paced(&service.nats, prefix, rate, secs).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while s.received.load(Ordering::Relaxed) < offered && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+}
+
+/// Rounds of the latency phase; the sides alternate every `secs / ROUNDS`.
+const ROUNDS: u32 = 5;
+
+/// Throughput of each side in turn, then latency with the sides alternating in short
+/// windows, so that both see the same share of the machine's noise.
+async fn measure_core(service: &Service, sides: &[Side; 2], secs: Duration, rate: u64) -> [Row; 2] {
+    let mut rates = Vec::new();
+    for side in sides {
+        let s = sink(&service.nats, side.out, false).await;
+        let (sent, received, elapsed) = throughput(&service.nats, side.prefix, &s, secs).await;
+        s.finish().await;
+        rates.push((
+            received as f64 / elapsed.as_secs_f64(),
+            sent as i64 - received as i64,
+        ));
     }
-    let mut latencies = s.finish().await;
-    latencies.sort_unstable();
-    Row {
-        name: name.to_string(),
-        rate: received as f64 / elapsed.as_secs_f64(),
-        lost: sent as i64 - received as i64,
-        p50: percentile_ms(&latencies, 0.50),
-        p99: percentile_ms(&latencies, 0.99),
+    let mut sinks = Vec::new();
+    for side in sides {
+        sinks.push(sink(&service.nats, side.out, true).await);
     }
+    let mut offered = [0u64; 2];
+    for _ in 0..ROUNDS {
+        for (i, side) in sides.iter().enumerate() {
+            offered[i] += paced(&service.nats, side.prefix, rate, secs / ROUNDS).await;
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, s) in sinks.into_iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.received.load(Ordering::Relaxed) < offered[i] && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut latencies = s.finish().await;
+        latencies.sort_unstable();
+        rows.push(Row {
+            name: sides[i].name,
+            rate: rates[i].0,
+            lost: rates[i].1,
+            p50: percentile_ms(&latencies, 0.50),
+            p99: percentile_ms(&latencies, 0.99),
+        });
+    }
+    let router = rows.pop().unwrap();
+    let baseline = rows.pop().unwrap();
+    [baseline, router]
 }
 
 const JS_ROUTE: &str = r#"
@@ -329,7 +366,7 @@ async fn fill_market_data(js: &jetstream::Context, prefix: &str, n: u64) {
     for i in 0..n {
         let s = SYMBOLS[(i as usize) % SYMBOLS.len()];
         let ack = js
-            .publish(format!("{prefix}.binance.spot.{s}"), trade(s, None))
+            .publish(format!("{prefix}.binance.spot.{s}"), trade(s))
             .await
             .unwrap();
         acks.push(std::future::IntoFuture::into_future(ack));
@@ -411,25 +448,47 @@ fn main() {
     runtime.block_on(async move {
         println!("router benchmark: {secs:?} per phase, latency at {rate} msgs/s, {js_msgs} JetStream messages");
 
-        // Core NATS: the shipped rules against the hand-written forwarder.
-        let service = start_service(&shipped_rules(), json!({})).await;
-        let forwarder = spawn_forwarder(service.nats.clone(), "raw.trade.*.*.*");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let baseline = measure_core(&service, "hand-written async-nats forwarder", "raw.trade", "raw.canonical.>", secs, rate).await;
-        let router = measure_core(&service, "prism-broker route trades-canonical", "trade", "canonical.trade.>", secs, rate).await;
-        let (rss, peak) = service.rss_mib();
-        drop(service);
-        drop(forwarder); // the thread ends with the server
+        // Core NATS: the shipped rules against the hand-written forwarder, twice. First
+        // with no stream storing the inputs (what the route itself costs), then with the
+        // default MARKET_DATA storing `trade.>` and a like stream storing the forwarder's
+        // `raw.trade.>`, as in production. In both, the two sides pay the same server work.
+        let market_data: Vec<&str> = MARKET_DATA_SUBJECTS.iter().copied().filter(|s| *s != "trade.>").collect();
+        // Without `trade.>` in a stream the shipped legacy route (`market.>` in, a
+        // JetStream output on `trade.*`) is refused, so that setup leaves it out; it sees
+        // none of the bench's traffic either way.
+        let without_legacy: Vec<(String, String)> =
+            shipped_rules().into_iter().filter(|(name, _)| name != "legacy.yaml").collect();
+        let setups = [
+            ("inputs not stored", without_legacy, json!({ "streams": { "MARKET_DATA": { "subjects": market_data } } })),
+            ("inputs stored in file streams", shipped_rules(), json!({ "streams": {
+                "RAW_TRADES": { "subjects": ["raw.trade.>"], "max_age": 3600, "max_msgs": 10000000 },
+            } })),
+        ];
+        for (setup, rules, config) in setups {
+            let service = start_service(&rules, config).await;
+            let forwarder = spawn_forwarder(service.nats.clone(), "raw.trade.*.*.*");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let sides = [
+                Side { name: "hand-written async-nats forwarder", prefix: "raw.trade", out: "raw.canonical.>" },
+                Side { name: "prism-broker route trades-canonical", prefix: "trade", out: "canonical.trade.>" },
+            ];
+            let [baseline, router] = measure_core(&service, &sides, secs, rate).await;
+            let (rss, peak) = service.rss_mib();
+            drop(service);
+            drop(forwarder); // the thread ends with the server
 
-        println!();
-        println!("| core NATS | msgs/s (zero loss) | lost | p50 ms @ {rate}/s | p99 ms @ {rate}/s |");
-        println!("|---|---:|---:|---:|---:|");
-        for row in [&baseline, &router] {
-            println!("| {} | {:.0} | {} | {:.2} | {:.2} |", row.name, row.rate, row.lost, row.p50, row.p99);
+            println!();
+            println!("core NATS, {setup}:");
+            println!();
+            println!("| core NATS | msgs/s (zero loss) | lost | p50 ms @ {rate}/s | p99 ms @ {rate}/s |");
+            println!("|---|---:|---:|---:|---:|");
+            for row in [&baseline, &router] {
+                println!("| {} | {:.0} | {} | {:.2} | {:.2} |", row.name, row.rate, row.lost, row.p50, row.p99);
+            }
+            println!();
+            println!("router / forwarder throughput: {:.2}", router.rate / baseline.rate);
+            println!("service resident memory: {rss} MiB after the core phases (peak {peak} MiB)");
         }
-        println!();
-        println!("router / forwarder throughput: {:.2}", router.rate / baseline.rate);
-        println!("service resident memory: {rss} MiB after the core phases (peak {peak} MiB)");
 
         // JetStream source and output.
         let mut rules: Vec<(String, String)> = shipped_rules()

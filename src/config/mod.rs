@@ -21,7 +21,7 @@ pub use collect::deserialize_all;
 pub use env::{apply_env_overrides, EnvSource};
 pub use streams::{
     default_streams, validate_stream_name, Discard, Retention, StorageKind, StreamConfig,
-    StreamSpec,
+    StreamSpec, MARKET_DATA_SUBJECTS,
 };
 pub use units::{ByteSize, Span};
 

@@ -6,13 +6,20 @@
 //! `cargo bench --bench router` (env: `BENCH_SECS`, default 10 per phase; `BENCH_RATE`,
 //! default 20000 msgs/s for the latency phase; `BENCH_JS_MSGS`, default 100000).
 //!
-//! Phases:
+//! Core NATS, in two setups (a service each): no stream stores the inputs (what the route
+//! itself costs), then the inputs are stored in file streams (production's default for
+//! `trade.>`, and a like stream for the forwarder's inputs). In each setup:
 //! 1. throughput with zero loss: a publisher keeps at most `WINDOW` messages in flight
 //!    (published minus received downstream), so nothing overflows and every input must
 //!    come out; the rate is outputs per second;
-//! 2. end-to-end latency (publish → output received) at a fixed offered rate;
-//! 3. a JetStream-sourced route with a JetStream output: N messages stored in
-//!    MARKET_DATA beforehand, time until all N are stored in the output stream.
+//! 2. end-to-end latency (publish → output received) at a fixed offered rate.
+//!
+//! In both phases the forwarder and the route alternate in `ROUNDS` windows, so both see
+//! the same share of the shared machine's noise.
+//!
+//! Then a JetStream-sourced route with a JetStream output against a hand-written pull
+//! consumer: N messages stored in the input stream while both consume, timed until all N
+//! are stored in the output stream.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -219,6 +226,8 @@ async fn sink(url: &str, filter: &'static str, latency: bool) -> Sink {
 
 /// Publishes as fast as the window allows for `secs`; returns (sent, received, elapsed).
 async fn throughput(url: &str, prefix: &str, sink: &Sink, secs: Duration) -> (u64, u64, Duration) {
+    let base = sink.received.load(Ordering::Relaxed);
+    let received = || sink.received.load(Ordering::Relaxed) - base;
     let client = async_nats::connect(url).await.unwrap();
     let payloads: Vec<Bytes> = SYMBOLS.iter().map(|s| trade(s)).collect();
     let subjects: Vec<String> = SYMBOLS
@@ -228,7 +237,7 @@ async fn throughput(url: &str, prefix: &str, sink: &Sink, secs: Duration) -> (u6
     let started = Instant::now();
     let mut sent = 0u64;
     while started.elapsed() < secs {
-        if sent - sink.received.load(Ordering::Relaxed) >= WINDOW {
+        if sent - received() >= WINDOW {
             tokio::task::yield_now().await;
             continue;
         }
@@ -241,14 +250,10 @@ async fn throughput(url: &str, prefix: &str, sink: &Sink, secs: Duration) -> (u6
     }
     client.flush().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while sink.received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    while received() < sent && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    (
-        sent,
-        sink.received.load(Ordering::Relaxed),
-        started.elapsed(),
-    )
+    (sent, received(), started.elapsed())
 }
 
 /// Publishes at `rate` msgs/s for `secs`, each stamped with its send time.
@@ -294,22 +299,38 @@ struct Side {
     out: &'static str,
 }
 
-/// Rounds of the latency phase; the sides alternate every `secs / ROUNDS`.
+/// Rounds of each phase; the two sides alternate every `secs / ROUNDS`.
 const ROUNDS: u32 = 5;
 
-/// Throughput of each side in turn, then latency with the sides alternating in short
-/// windows, so that both see the same share of the machine's noise.
+/// Throughput, then latency, each with the two sides alternating in short windows, so
+/// that both see the same share of the machine's noise.
 async fn measure_core(service: &Service, sides: &[Side; 2], secs: Duration, rate: u64) -> [Row; 2] {
-    let mut rates = Vec::new();
-    for side in sides {
-        let s = sink(&service.nats, side.out, false).await;
-        let (sent, received, elapsed) = throughput(&service.nats, side.prefix, &s, secs).await;
-        s.finish().await;
-        rates.push((
-            received as f64 / elapsed.as_secs_f64(),
-            sent as i64 - received as i64,
-        ));
+    let mut totals = [(0u64, 0u64, Duration::ZERO); 2];
+    let sinks = [
+        sink(&service.nats, sides[0].out, false).await,
+        sink(&service.nats, sides[1].out, false).await,
+    ];
+    for _ in 0..ROUNDS {
+        for (i, side) in sides.iter().enumerate() {
+            let (sent, received, elapsed) =
+                throughput(&service.nats, side.prefix, &sinks[i], secs / ROUNDS).await;
+            totals[i].0 += sent;
+            totals[i].1 += received;
+            totals[i].2 += elapsed;
+        }
     }
+    for s in sinks {
+        s.finish().await;
+    }
+    let rates: Vec<(f64, i64)> = totals
+        .iter()
+        .map(|(sent, received, elapsed)| {
+            (
+                *received as f64 / elapsed.as_secs_f64(),
+                *sent as i64 - *received as i64,
+            )
+        })
+        .collect();
     let mut sinks = Vec::new();
     for side in sides {
         sinks.push(sink(&service.nats, side.out, true).await);

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    parse_config, parse_field, Applied, BuildContext, FieldPath, Transform, TransformError,
+    parse_config, parse_field, set_field, Applied, BuildContext, FieldPath, Transform,
+    TransformError,
 };
 use crate::routing::MessageContext;
 
@@ -64,29 +65,17 @@ pub fn build(
     }))
 }
 
-impl Explode {
-    fn set(&self, msg: &mut Value, field: &FieldPath, v: Value) -> Result<(), TransformError> {
-        field.set(msg, v).map_err(|message| TransformError::Failed {
-            kind: KIND,
-            field: field.as_str().into(),
-            message,
-        })
-    }
-}
-
 impl Transform for Explode {
     fn kind(&self) -> &'static str {
         KIND
     }
 
-    fn apply(
+    fn apply_object(
         &self,
-        mut payload: Value,
+        object: Map<String, Value>,
         _ctx: &MessageContext<'_>,
     ) -> Result<Applied, TransformError> {
-        if !payload.is_object() {
-            return Err(TransformError::NotObject { kind: KIND });
-        }
+        let mut payload = Value::Object(object);
         let items = match self.field.take(&mut payload) {
             Some(Value::Array(items)) => items,
             Some(other) => {
@@ -109,7 +98,7 @@ impl Transform for Explode {
             let mut msg = match &self.as_field {
                 Some(as_field) => {
                     let mut m = Value::Object(Map::new());
-                    self.set(&mut m, as_field, item)?;
+                    set_field(KIND, &mut m, as_field, item)?;
                     m
                 }
                 None if item.is_object() => item,
@@ -124,11 +113,11 @@ impl Transform for Explode {
             };
             for carried in &self.carry {
                 if let Some(v) = carried.get(&payload) {
-                    self.set(&mut msg, carried, v.clone())?;
+                    set_field(KIND, &mut msg, carried, v.clone())?;
                 }
             }
             if let Some(index) = &self.index {
-                self.set(&mut msg, index, Value::from(i))?;
+                set_field(KIND, &mut msg, index, Value::from(i))?;
             }
             out.push(msg);
         }

@@ -8,10 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{
-    parse_config, parse_field, Applied, BuildContext, FieldPath, Transform, TransformError,
+    parse_field, parse_field_map, set_field, Applied, BuildContext, FieldPath, Transform,
+    TransformError,
 };
 use crate::routing::path::CompiledPath;
 use crate::routing::MessageContext;
@@ -27,13 +28,7 @@ pub fn build(
     config: &Value,
     _ctx: &BuildContext<'_>,
 ) -> Result<Box<dyn Transform>, TransformError> {
-    let raw: BTreeMap<String, String> = parse_config(KIND, config)?;
-    if raw.is_empty() {
-        return Err(TransformError::Config {
-            kind: KIND,
-            message: "needs at least one field".into(),
-        });
-    }
+    let raw: BTreeMap<String, String> = parse_field_map(KIND, config)?;
     let fields = raw
         .iter()
         .map(|(field, path)| {
@@ -52,14 +47,12 @@ impl Transform for Extract {
         KIND
     }
 
-    fn apply(
+    fn apply_object(
         &self,
-        mut payload: Value,
+        object: Map<String, Value>,
         _ctx: &MessageContext<'_>,
     ) -> Result<Applied, TransformError> {
-        if !payload.is_object() {
-            return Err(TransformError::NotObject { kind: KIND });
-        }
+        let mut payload = Value::Object(object);
         let mut found = Vec::with_capacity(self.fields.len());
         for (field, path) in &self.fields {
             let value = if path.is_singular() {
@@ -73,13 +66,7 @@ impl Transform for Extract {
             }
         }
         for (field, v) in found {
-            field
-                .set(&mut payload, v)
-                .map_err(|message| TransformError::Failed {
-                    kind: KIND,
-                    field: field.as_str().into(),
-                    message,
-                })?;
+            set_field(KIND, &mut payload, field, v)?;
         }
         Ok(Applied::One(payload))
     }

@@ -32,10 +32,11 @@ impl Transform for Keep {
         KIND
     }
 
-    fn apply(&self, payload: Value, _ctx: &MessageContext<'_>) -> Result<Applied, TransformError> {
-        let Value::Object(mut map) = payload else {
-            return Err(TransformError::NotObject { kind: KIND });
-        };
+    fn apply_object(
+        &self,
+        mut map: Map<String, Value>,
+        _ctx: &MessageContext<'_>,
+    ) -> Result<Applied, TransformError> {
         let mut kept = Map::new();
         for f in &self.fields {
             if let Some(v) = map.remove(f) {

@@ -19,10 +19,11 @@ mod timestamp;
 mod to_number;
 mod to_string;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::routing::template::{CaptureScope, TemplateError};
 use crate::routing::yaml::{Node, Problem};
@@ -107,12 +108,24 @@ pub enum Applied {
     Many(Vec<Value>),
 }
 
-/// One compiled step.
+/// One compiled step. Every kind works on JSON objects: a kind implements
+/// [`Transform::apply_object`], and [`Transform::apply`] refuses any other payload.
 pub trait Transform: Send + Sync + fmt::Debug {
     /// The registry key of this kind.
     fn kind(&self) -> &'static str;
-    /// Applies the step to one message.
-    fn apply(&self, payload: Value, ctx: &MessageContext<'_>) -> Result<Applied, TransformError>;
+    /// Applies the step to one message that is a JSON object.
+    fn apply_object(
+        &self,
+        object: Map<String, Value>,
+        ctx: &MessageContext<'_>,
+    ) -> Result<Applied, TransformError>;
+    /// Applies the step to one message; a payload that is not an object is an error.
+    fn apply(&self, payload: Value, ctx: &MessageContext<'_>) -> Result<Applied, TransformError> {
+        match payload {
+            Value::Object(object) => self.apply_object(object, ctx),
+            _ => Err(TransformError::NotObject { kind: self.kind() }),
+        }
+    }
 }
 
 /// What builders may know: which capture names templates may use.
@@ -196,18 +209,48 @@ pub fn parse_config<T: DeserializeOwned>(
     })
 }
 
-/// Parses dotted field names of a config, naming the kind on failure.
-pub fn parse_fields(
-    kind: &'static str,
-    names: &[String],
-) -> Result<Vec<FieldPath>, TransformError> {
+/// A config that lists dotted field names (`[price, meta.venue]`), at least one.
+pub fn parse_fields(kind: &'static str, config: &Value) -> Result<Vec<FieldPath>, TransformError> {
+    let names: Vec<String> = parse_config(kind, config)?;
     if names.is_empty() {
-        return Err(TransformError::Config {
-            kind,
-            message: "needs at least one field".into(),
-        });
+        return Err(needs_a_field(kind));
     }
     names.iter().map(|n| parse_field(kind, n)).collect()
+}
+
+/// A config that maps field names to values (`{a: b}`), at least one entry.
+pub fn parse_field_map<T: DeserializeOwned>(
+    kind: &'static str,
+    config: &Value,
+) -> Result<BTreeMap<String, T>, TransformError> {
+    let map: BTreeMap<String, T> = parse_config(kind, config)?;
+    if map.is_empty() {
+        return Err(needs_a_field(kind));
+    }
+    Ok(map)
+}
+
+fn needs_a_field(kind: &'static str) -> TransformError {
+    TransformError::Config {
+        kind,
+        message: "needs at least one field".into(),
+    }
+}
+
+/// Sets `field` in `payload`, naming the kind and the field when a parent is not an object.
+pub fn set_field(
+    kind: &'static str,
+    payload: &mut Value,
+    field: &FieldPath,
+    value: Value,
+) -> Result<(), TransformError> {
+    field
+        .set(payload, value)
+        .map_err(|message| TransformError::Failed {
+            kind,
+            field: field.as_str().into(),
+            message,
+        })
 }
 
 pub fn parse_field(kind: &'static str, name: &str) -> Result<FieldPath, TransformError> {

@@ -8,10 +8,11 @@
 
 use regex::Regex;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{
-    parse_config, parse_field, Applied, BuildContext, FieldPath, Transform, TransformError,
+    parse_config, parse_field, set_field, Applied, BuildContext, FieldPath, Transform,
+    TransformError,
 };
 use crate::routing::MessageContext;
 
@@ -74,14 +75,12 @@ impl Transform for RegexReplace {
         KIND
     }
 
-    fn apply(
+    fn apply_object(
         &self,
-        mut payload: Value,
+        object: Map<String, Value>,
         _ctx: &MessageContext<'_>,
     ) -> Result<Applied, TransformError> {
-        if !payload.is_object() {
-            return Err(TransformError::NotObject { kind: KIND });
-        }
+        let mut payload = Value::Object(object);
         let replaced = match self.field.get(&payload) {
             None | Some(Value::Null) => return Ok(Applied::One(payload)),
             Some(Value::String(text)) => {
@@ -104,13 +103,7 @@ impl Transform for RegexReplace {
                 ))
             }
         };
-        self.target
-            .set(&mut payload, Value::String(replaced))
-            .map_err(|message| TransformError::Failed {
-                kind: KIND,
-                field: self.target.as_str().into(),
-                message,
-            })?;
+        set_field(KIND, &mut payload, &self.target, Value::String(replaced))?;
         Ok(Applied::One(payload))
     }
 }

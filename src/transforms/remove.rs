@@ -1,10 +1,8 @@
 //! `remove`: deletes fields (`- remove: [publisher, data_source]`); missing ones are skipped.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::{
-    parse_config, parse_fields, Applied, BuildContext, FieldPath, Transform, TransformError,
-};
+use super::{parse_fields, Applied, BuildContext, FieldPath, Transform, TransformError};
 use crate::routing::MessageContext;
 
 const KIND: &str = "remove";
@@ -18,9 +16,8 @@ pub fn build(
     config: &Value,
     _ctx: &BuildContext<'_>,
 ) -> Result<Box<dyn Transform>, TransformError> {
-    let names: Vec<String> = parse_config(KIND, config)?;
     Ok(Box::new(Remove {
-        fields: parse_fields(KIND, &names)?,
+        fields: parse_fields(KIND, config)?,
     }))
 }
 
@@ -29,14 +26,12 @@ impl Transform for Remove {
         KIND
     }
 
-    fn apply(
+    fn apply_object(
         &self,
-        mut payload: Value,
+        object: Map<String, Value>,
         _ctx: &MessageContext<'_>,
     ) -> Result<Applied, TransformError> {
-        if !payload.is_object() {
-            return Err(TransformError::NotObject { kind: KIND });
-        }
+        let mut payload = Value::Object(object);
         for field in &self.fields {
             field.take(&mut payload);
         }

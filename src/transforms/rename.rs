@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{
-    parse_config, parse_field, Applied, BuildContext, FieldPath, Transform, TransformError,
+    parse_field, parse_field_map, set_field, Applied, BuildContext, FieldPath, Transform,
+    TransformError,
 };
 use crate::routing::MessageContext;
 
@@ -21,13 +22,7 @@ pub fn build(
     config: &Value,
     _ctx: &BuildContext<'_>,
 ) -> Result<Box<dyn Transform>, TransformError> {
-    let raw: BTreeMap<String, String> = parse_config(KIND, config)?;
-    if raw.is_empty() {
-        return Err(TransformError::Config {
-            kind: KIND,
-            message: "needs at least one field".into(),
-        });
-    }
+    let raw: BTreeMap<String, String> = parse_field_map(KIND, config)?;
     let pairs = raw
         .iter()
         .map(|(from, to)| Ok((parse_field(KIND, from)?, parse_field(KIND, to)?)))
@@ -40,22 +35,15 @@ impl Transform for Rename {
         KIND
     }
 
-    fn apply(
+    fn apply_object(
         &self,
-        mut payload: Value,
+        object: Map<String, Value>,
         _ctx: &MessageContext<'_>,
     ) -> Result<Applied, TransformError> {
-        if !payload.is_object() {
-            return Err(TransformError::NotObject { kind: KIND });
-        }
+        let mut payload = Value::Object(object);
         for (from, to) in &self.pairs {
             if let Some(value) = from.take(&mut payload) {
-                to.set(&mut payload, value)
-                    .map_err(|message| TransformError::Failed {
-                        kind: KIND,
-                        field: to.as_str().into(),
-                        message,
-                    })?;
+                set_field(KIND, &mut payload, to, value)?;
             }
         }
         Ok(Applied::One(payload))

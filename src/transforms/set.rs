@@ -8,10 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{
-    parse_config, parse_field, Applied, BuildContext, FieldPath, Transform, TransformError,
+    parse_field, parse_field_map, set_field, Applied, BuildContext, FieldPath, Transform,
+    TransformError,
 };
 use crate::routing::template::Template;
 use crate::routing::MessageContext;
@@ -30,13 +31,7 @@ pub struct Set {
 }
 
 pub fn build(config: &Value, ctx: &BuildContext<'_>) -> Result<Box<dyn Transform>, TransformError> {
-    let raw: BTreeMap<String, Value> = parse_config(KIND, config)?;
-    if raw.is_empty() {
-        return Err(TransformError::Config {
-            kind: KIND,
-            message: "needs at least one field".into(),
-        });
-    }
+    let raw: BTreeMap<String, Value> = parse_field_map(KIND, config)?;
     let mut fields = Vec::with_capacity(raw.len());
     for (name, value) in raw {
         let field = parse_field(KIND, &name)?;
@@ -57,14 +52,12 @@ impl Transform for Set {
         KIND
     }
 
-    fn apply(
+    fn apply_object(
         &self,
-        mut payload: Value,
+        object: Map<String, Value>,
         ctx: &MessageContext<'_>,
     ) -> Result<Applied, TransformError> {
-        if !payload.is_object() {
-            return Err(TransformError::NotObject { kind: KIND });
-        }
+        let mut payload = Value::Object(object);
         let mut rendered = Vec::with_capacity(self.fields.len());
         for (field, value) in &self.fields {
             let v = match value {
@@ -76,13 +69,7 @@ impl Transform for Set {
             rendered.push((field, v));
         }
         for (field, v) in rendered {
-            field
-                .set(&mut payload, v)
-                .map_err(|message| TransformError::Failed {
-                    kind: KIND,
-                    field: field.as_str().into(),
-                    message,
-                })?;
+            set_field(KIND, &mut payload, field, v)?;
         }
         Ok(Applied::One(payload))
     }

@@ -12,7 +12,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{
     parse_config, parse_field, Applied, BuildContext, FieldPath, Transform, TransformError,
@@ -155,14 +155,12 @@ impl Transform for Timestamp {
         KIND
     }
 
-    fn apply(
+    fn apply_object(
         &self,
-        mut payload: Value,
+        object: Map<String, Value>,
         _ctx: &MessageContext<'_>,
     ) -> Result<Applied, TransformError> {
-        if !payload.is_object() {
-            return Err(TransformError::NotObject { kind: KIND });
-        }
+        let mut payload = Value::Object(object);
         let out = match self.field.get(&payload) {
             None | Some(Value::Null) => return Ok(Applied::One(payload)),
             Some(v) => self.write(self.read(v)?)?,

@@ -3,11 +3,9 @@
 //! `67234.56`). Missing fields and `null` are left alone; numbers stay as they are; any
 //! other value (text that is not a number, a list, an object, a boolean) is an error.
 
-use serde_json::{Number, Value};
+use serde_json::{Map, Number, Value};
 
-use super::{
-    parse_config, parse_fields, Applied, BuildContext, FieldPath, Transform, TransformError,
-};
+use super::{parse_fields, Applied, BuildContext, FieldPath, Transform, TransformError};
 use crate::routing::condition::parse_decimal;
 use crate::routing::MessageContext;
 
@@ -22,9 +20,8 @@ pub fn build(
     config: &Value,
     _ctx: &BuildContext<'_>,
 ) -> Result<Box<dyn Transform>, TransformError> {
-    let names: Vec<String> = parse_config(KIND, config)?;
     Ok(Box::new(ToNumber {
-        fields: parse_fields(KIND, &names)?,
+        fields: parse_fields(KIND, config)?,
     }))
 }
 
@@ -45,14 +42,12 @@ impl Transform for ToNumber {
         KIND
     }
 
-    fn apply(
+    fn apply_object(
         &self,
-        mut payload: Value,
+        object: Map<String, Value>,
         _ctx: &MessageContext<'_>,
     ) -> Result<Applied, TransformError> {
-        if !payload.is_object() {
-            return Err(TransformError::NotObject { kind: KIND });
-        }
+        let mut payload = Value::Object(object);
         for field in &self.fields {
             let Some(slot) = field.get_mut(&mut payload) else {
                 continue;

@@ -1,11 +1,9 @@
 //! `to_string`: turns numbers and booleans into text (`- to_string: [trade_id]`).
 //! Missing fields and `null` are left alone; lists and objects are an error.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::{
-    parse_config, parse_fields, Applied, BuildContext, FieldPath, Transform, TransformError,
-};
+use super::{parse_fields, Applied, BuildContext, FieldPath, Transform, TransformError};
 use crate::routing::MessageContext;
 
 const KIND: &str = "to_string";
@@ -19,9 +17,8 @@ pub fn build(
     config: &Value,
     _ctx: &BuildContext<'_>,
 ) -> Result<Box<dyn Transform>, TransformError> {
-    let names: Vec<String> = parse_config(KIND, config)?;
     Ok(Box::new(ToString {
-        fields: parse_fields(KIND, &names)?,
+        fields: parse_fields(KIND, config)?,
     }))
 }
 
@@ -30,14 +27,12 @@ impl Transform for ToString {
         KIND
     }
 
-    fn apply(
+    fn apply_object(
         &self,
-        mut payload: Value,
+        object: Map<String, Value>,
         _ctx: &MessageContext<'_>,
     ) -> Result<Applied, TransformError> {
-        if !payload.is_object() {
-            return Err(TransformError::NotObject { kind: KIND });
-        }
+        let mut payload = Value::Object(object);
         for field in &self.fields {
             let Some(slot) = field.get_mut(&mut payload) else {
                 continue;

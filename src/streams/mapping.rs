@@ -97,78 +97,50 @@ pub fn differences(want: &StreamSpec, have: &stream::Config) -> Vec<String> {
     let have = from_nats(have);
     let want_dup = effective_duplicate_window(want.duplicate_window, want.max_age);
     let mut diffs = Vec::new();
-    let mut check = |field: &str, differ: bool, have: String, want: String| {
-        if differ {
-            diffs.push(format!("{field}: {have} -> {want}"));
-        }
-    };
     let (mut hs, mut ws) = (have.subjects.clone(), want.subjects.clone());
     hs.sort();
     ws.sort();
-    check("subjects", hs != ws, format!("{hs:?}"), format!("{ws:?}"));
-    check(
-        "retention",
-        have.retention != want.retention,
-        format!("{:?}", have.retention),
-        format!("{:?}", want.retention),
-    );
-    check(
-        "storage",
-        have.storage != want.storage,
-        format!("{:?}", have.storage),
-        format!("{:?}", want.storage),
-    );
-    check(
-        "max_age",
-        have.max_age != want.max_age,
-        format!("{:?}", have.max_age),
-        format!("{:?}", want.max_age),
-    );
-    check(
-        "max_msgs",
-        have.max_msgs != want.max_msgs,
-        have.max_msgs.to_string(),
-        want.max_msgs.to_string(),
-    );
-    check(
-        "max_bytes",
-        have.max_bytes != want.max_bytes,
-        have.max_bytes.to_string(),
-        want.max_bytes.to_string(),
-    );
-    check(
+    differs(&mut diffs, "subjects", &hs, &ws);
+    differs(&mut diffs, "retention", &have.retention, &want.retention);
+    differs(&mut diffs, "storage", &have.storage, &want.storage);
+    differs(&mut diffs, "max_age", &have.max_age, &want.max_age);
+    differs(&mut diffs, "max_msgs", &have.max_msgs, &want.max_msgs);
+    differs(&mut diffs, "max_bytes", &have.max_bytes, &want.max_bytes);
+    differs(
+        &mut diffs,
         "max_msg_size",
-        have.max_msg_size != want.max_msg_size,
-        have.max_msg_size.to_string(),
-        want.max_msg_size.to_string(),
+        &have.max_msg_size,
+        &want.max_msg_size,
     );
-    check(
-        "discard",
-        have.discard != want.discard,
-        format!("{:?}", have.discard),
-        format!("{:?}", want.discard),
-    );
-    check(
+    differs(&mut diffs, "discard", &have.discard, &want.discard);
+    differs(
+        &mut diffs,
         "duplicate_window",
-        have.duplicate_window != want_dup,
-        format!("{:?}", have.duplicate_window),
-        format!("{want_dup:?}"),
+        &have.duplicate_window,
+        &want_dup,
     );
-    check(
-        "replicas",
-        have.replicas != want.replicas,
-        have.replicas.to_string(),
-        want.replicas.to_string(),
-    );
+    differs(&mut diffs, "replicas", &have.replicas, &want.replicas);
     if want.description.is_some() {
-        check(
+        differs(
+            &mut diffs,
             "description",
-            have.description != want.description,
-            format!("{:?}", have.description),
-            format!("{:?}", want.description),
+            &have.description,
+            &want.description,
         );
     }
     diffs
+}
+
+/// Adds `field: have -> want` to `diffs` when the two differ.
+fn differs<T: PartialEq + std::fmt::Debug>(
+    diffs: &mut Vec<String>,
+    field: &str,
+    have: &T,
+    want: &T,
+) {
+    if have != want {
+        diffs.push(format!("{field}: {have:?} -> {want:?}"));
+    }
 }
 
 /// The config part of the API view, in our units (seconds, 0 = unlimited).

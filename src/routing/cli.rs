@@ -14,22 +14,20 @@ use super::testcase;
 /// means "all defaults", anywhere else it is an error.
 pub const DEFAULT_CONFIG: &str = "config/broker.yaml";
 
-fn load_config(path: &Path) -> Result<BrokerConfig, String> {
+/// The config at `path` (the defaults when the default path does not exist); a config
+/// that does not load is printed and gives `None`.
+fn load_config(path: &Path) -> Option<BrokerConfig> {
     if !path.exists() && path == Path::new(DEFAULT_CONFIG) {
-        return Ok(BrokerConfig::default());
+        return Some(BrokerConfig::default());
     }
-    config::load(path).map_err(|e| e.to_string())
+    config::load(path).map_err(|e| eprintln!("{e}")).ok()
 }
 
 /// `prism-broker check`: lints config, routes and transforms, prints `file:line: problem`
 /// lines and returns exit status 1 on any problem, or a summary and 0.
 pub fn check(config_path: &Path) -> ExitCode {
-    let config = match load_config(config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(1);
-        }
+    let Some(config) = load_config(config_path) else {
+        return ExitCode::from(1);
     };
     let table = match RouteTable::load_for(&config) {
         Ok(t) => t,
@@ -91,12 +89,8 @@ pub fn check(config_path: &Path) -> ExitCode {
 
 /// `prism-broker test DIR`: runs every `*.test.yaml` in `dir` against the route table.
 pub fn test(dir: &Path, config_path: &Path) -> ExitCode {
-    let config = match load_config(config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(1);
-        }
+    let Some(config) = load_config(config_path) else {
+        return ExitCode::from(1);
     };
     let table = match RouteTable::load_for(&config) {
         Ok(t) => t,

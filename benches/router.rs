@@ -322,15 +322,6 @@ async fn measure_core(service: &Service, sides: &[Side; 2], secs: Duration, rate
     for s in sinks {
         s.finish().await;
     }
-    let rates: Vec<(f64, i64)> = totals
-        .iter()
-        .map(|(sent, received, elapsed)| {
-            (
-                *received as f64 / elapsed.as_secs_f64(),
-                *sent as i64 - *received as i64,
-            )
-        })
-        .collect();
     let mut sinks = Vec::new();
     for side in sides {
         sinks.push(sink(&service.nats, side.out, true).await);
@@ -349,17 +340,19 @@ async fn measure_core(service: &Service, sides: &[Side; 2], secs: Duration, rate
         }
         let mut latencies = s.finish().await;
         latencies.sort_unstable();
+        let (sent, received, elapsed) = totals[i];
         rows.push(Row {
             name: sides[i].name,
-            rate: rates[i].0,
-            lost: rates[i].1,
+            rate: received as f64 / elapsed.as_secs_f64(),
+            lost: sent as i64 - received as i64,
             p50: percentile_ms(&latencies, 0.50),
             p99: percentile_ms(&latencies, 0.99),
         });
     }
-    let router = rows.pop().unwrap();
-    let baseline = rows.pop().unwrap();
-    [baseline, router]
+    let Ok(rows) = <[Row; 2]>::try_from(rows) else {
+        unreachable!("one row per side")
+    };
+    rows
 }
 
 const JS_ROUTE: &str = r#"

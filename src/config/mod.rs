@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use collect::deserialize_all;
+pub use env::ENV_VARS;
 pub use env::{apply_env_overrides, EnvSource};
 pub use streams::{
     default_streams, validate_stream_name, Discard, Retention, StorageKind, StreamConfig,

@@ -199,14 +199,8 @@ impl ServiceBuilder {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        for var in [
-            "API_HOST",
-            "API_PORT",
-            "NATS_URL",
-            "LOG_LEVEL",
-            "ENVIRONMENT",
-            "PRISM_API_TOKEN",
-        ] {
+        // The service reads these; the test's own environment must not leak into it.
+        for var in prism_broker::config::ENV_VARS {
             command.env_remove(var);
         }
         for (k, v) in &self.env {

@@ -20,7 +20,7 @@ use crate::nats::{
 use crate::router::{ReloadRoutes, RouterActor, RouterRuntime, RouterState, StopRoutes};
 use crate::routing::{RouteTable, RuleProblem};
 use crate::stats::{metrics::MetricsError, Metrics, RequestMetrics, StatsActor, StatsConfig};
-use crate::streams::{StreamActor, StreamsState};
+use crate::streams::{StoreWatch, StreamActor, StreamsState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -94,16 +94,20 @@ pub async fn run(
         client.clone(),
         StatsConfig::default(),
     );
-    let streams = Arc::new(StreamsState::default());
+    let specs = config.effective_streams();
+    let streams = Arc::new(StreamsState::new(&specs));
     let request_timeout = config.service.request_timeout.duration();
+    let store = StoreWatch {
+        dir: nats_cfg
+            .auto_start
+            .then(|| server_conf::ServerPaths::under(&nats_cfg.data_dir).store_dir),
+        max_payload: nats_cfg.limits.max_payload.bytes(),
+    };
     let stream_actor = {
-        let (client, nats, specs, streams) = (
-            client.clone(),
-            nats_state.clone(),
-            config.effective_streams(),
-            streams.clone(),
-        );
-        Supervisor::start(move |_| StreamActor::new(client, nats, specs, streams, request_timeout))
+        let (client, nats, streams) = (client.clone(), nats_state.clone(), streams.clone());
+        Supervisor::start(move |_| {
+            StreamActor::new(client, nats, specs, streams, request_timeout, store)
+        })
     };
     let router = Arc::new(RouterState::new(table));
     // The start-up table is version 1; it is not counted as a reload.

@@ -30,15 +30,22 @@ pub enum ErrorCode {
     InvalidRoutes,
     NotFound,
     MethodNotAllowed,
+    /// The stream meant to store the message did not acknowledge it (no responders during a
+    /// leader election or while it is being re-created, no ack in time, no quorum): retry.
+    StreamUnavailable,
+    /// The stream or JetStream has no room (a stream limit with `discard: new`, or the
+    /// server's storage): retrying soon will not help until space is freed.
+    StorageFull,
 }
 
 impl ErrorCode {
     /// The HTTP status a code maps to unless an endpoint says otherwise.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::NatsConnectionError | ErrorCode::ServiceUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorCode::NatsConnectionError
+            | ErrorCode::ServiceUnavailable
+            | ErrorCode::StreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::StreamNotFound | ErrorCode::RouteNotFound | ErrorCode::NotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -89,6 +96,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub data: Option<Value>,
+    /// Seconds for the `Retry-After` header; every 503 gets one (1 s unless set).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -98,7 +107,24 @@ impl ApiError {
             status: code.status(),
             message: message.into(),
             data: None,
+            retry_after: None,
         }
+    }
+
+    /// Sets the `Retry-After` seconds.
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// True when the same request may succeed later unchanged (the client should retry).
+    pub fn retryable(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    /// The `Retry-After` seconds this error answers with, if any.
+    fn retry_after_seconds(&self) -> Option<u32> {
+        self.retry_after.or(self.retryable().then_some(1))
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -128,6 +154,10 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(self.body())
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after_seconds() {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(self.body())
     }
 }

@@ -1,106 +1,150 @@
 //! `POST /api/v1/broker/publish` (alias `/api/v1/publish`) and
-//! `POST /api/v1/broker/publish/batch`. A subject some stream captures is published through
-//! JetStream and answered with the stream's ack; any other subject goes out on core NATS.
+//! `POST /api/v1/broker/publish/batch`: one path for both.
+//!
+//! Every entry is read by [`parse_entry`] without building a JSON tree of its message (the
+//! message's bytes go out as given, white space outside strings removed, so `2.50` stays
+//! `2.50` and keys keep their order), and sent on the HTTP worker's own connection
+//! ([`Publisher`]). A subject that a stream is meant to capture (see
+//! [`crate::streams::StreamsState::stream_for`]) is published through JetStream and answered
+//! 200 only with that stream's ack; no responders, no ack in time or a broken connection is a
+//! retryable 503 (`Retry-After`), a stream without room 507 `STORAGE_FULL`. Only a subject no
+//! stream captures goes out on core NATS, and a request with `persist: true` gets 404
+//! `STREAM_NOT_FOUND` instead.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use async_nats::jetstream::context::Context as JetStream;
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::header::{HeaderName, HeaderValue};
+use async_nats::jetstream::context::{Context as JetStream, PublishAckFuture};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use super::body::{parse_json, read_json, read_limited};
-use super::envelope::{success, success_with, ApiError, ErrorCode};
+use super::body::read_limited;
+use super::envelope::{success, success_with, timestamp, ApiError, ErrorCode};
 use super::state::AppState;
+use crate::streams::state::Refusal;
+use crate::streams::AckFailure;
 use crate::subject;
 
 /// Most entries one batch may hold.
 pub const MAX_BATCH: usize = 1000;
+/// First pause before a single publish that met no responders is tried again.
+const NO_RESPONDERS_PAUSE: Duration = Duration::from_millis(25);
 
 /// One validated publish request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Outgoing {
     pub subject: String,
     pub payload: Bytes,
-    pub headers: Option<HeaderMap>,
-    pub msg_id: Option<String>,
+    /// The request's headers with `msg_id` as `Nats-Msg-Id`.
+    pub headers: HeaderMap,
+    /// `persist: true`: a stream must store it; never sent on core NATS.
+    pub persist: bool,
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidMessageData, message)
 }
 
-/// Validates `{subject, message, headers?, msg_id?}`. Objects and arrays are sent as compact
-/// JSON, strings as their raw text, other values as their JSON text.
-pub fn parse_outgoing(entry: &Value) -> Result<Outgoing, ApiError> {
-    let Value::Object(fields) = entry else {
-        return Err(invalid(
-            "a message must be a JSON object with subject and message",
-        ));
-    };
-    if let Some(unknown) = fields
-        .keys()
-        .find(|k| !matches!(k.as_str(), "subject" | "message" | "headers" | "msg_id"))
-    {
-        return Err(invalid(format!(
-            "unknown field {unknown:?}: expected subject, message, headers, msg_id"
-        )));
-    }
-    let subject = match fields.get("subject") {
-        Some(Value::String(s)) => s.clone(),
+/// The fields of a publish entry, each left as its JSON text.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry<'a> {
+    #[serde(borrow, default)]
+    subject: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    headers: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    msg_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    persist: Option<&'a RawValue>,
+}
+
+const ENTRY_SHAPE: &str =
+    "a message is a JSON object {subject, message, headers?, msg_id?, persist?}";
+
+/// Validates one `{subject, message, headers?, msg_id?, persist?}` entry. Objects and
+/// arrays are sent as their JSON text without white space outside strings, strings as their
+/// raw text, other values as their JSON text.
+pub fn parse_entry(raw: &str) -> Result<Outgoing, ApiError> {
+    let entry: Entry = serde_json::from_str(raw).map_err(|e| {
+        if raw.trim_start().starts_with('{') {
+            invalid(format!("{e}; {ENTRY_SHAPE}"))
+        } else {
+            invalid(ENTRY_SHAPE)
+        }
+    })?;
+    let subject: Cow<str> = match present(entry.subject) {
         None => return Err(invalid("subject: is required")),
-        Some(other) => return Err(invalid(format!("subject: must be a string, not {other}"))),
+        Some(raw) => serde_json::from_str(raw.get())
+            .map_err(|_| invalid(format!("subject: must be a string, not {}", raw.get())))?,
     };
     subject::validate_subject(&subject).map_err(|e| invalid(format!("subject: {e}")))?;
-    let payload = match fields.get("message") {
-        None | Some(Value::Null) => return Err(invalid("message: is required")),
-        Some(Value::String(text)) => Bytes::from(text.clone()),
-        Some(value) => Bytes::from(value.to_string()),
+    let payload = match present(entry.message) {
+        None => return Err(invalid("message: is required")),
+        Some(raw) if raw.get().starts_with('"') => Bytes::from(
+            serde_json::from_str::<String>(raw.get())
+                .map_err(|e| invalid(format!("message: {e}")))?,
+        ),
+        Some(raw) => Bytes::from(compact_json(raw.get())),
     };
-    let headers = fields.get("headers").map(parse_headers).transpose()?;
-    let msg_id = match fields.get("msg_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(id)) if !id.is_empty() && !id.contains(['\r', '\n']) => Some(id.clone()),
+    let mut headers = match present(entry.headers) {
+        None => HeaderMap::new(),
+        Some(raw) => parse_headers(raw.get())?,
+    };
+    if let Some(raw) = present(entry.msg_id) {
+        let id: String = serde_json::from_str(raw.get())
+            .map_err(|_| invalid(format!("msg_id: must be a string, not {}", raw.get())))?;
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id_value(&id)?);
+    }
+    let persist = match present(entry.persist).map(RawValue::get) {
+        None | Some("false") => false,
+        Some("true") => true,
         Some(other) => {
             return Err(invalid(format!(
-                "msg_id: must be a non-empty string, not {other}"
+                "persist: must be true or false, not {other}"
             )))
         }
     };
     Ok(Outgoing {
-        subject,
+        subject: subject.into_owned(),
         payload,
         headers,
-        msg_id,
+        persist,
     })
 }
 
-fn valid_msg_id(id: &str) -> Result<String, ApiError> {
-    if id.is_empty() || id.contains(['\r', '\n']) {
-        return Err(invalid(
-            "msg_id: must be a non-empty string without line breaks",
-        ));
-    }
-    Ok(id.to_string())
+/// A field that is there and not `null`.
+fn present(value: Option<&RawValue>) -> Option<&RawValue> {
+    value.filter(|v| v.get() != "null")
 }
 
-/// `headers`: an object of name -> string or list of strings.
-fn parse_headers(given: &Value) -> Result<HeaderMap, ApiError> {
-    let Value::Object(given) = given else {
-        return Err(invalid("headers: must be an object of name -> string"));
-    };
+/// The one check of a `msg_id`: a non-empty valid header value.
+fn msg_id_value(id: &str) -> Result<HeaderValue, ApiError> {
+    if id.is_empty() {
+        return Err(invalid("msg_id: must not be empty"));
+    }
+    HeaderValue::from_str(id).map_err(|_| invalid("msg_id: must not contain line breaks"))
+}
+
+/// `headers`: an object of name -> string or list of strings, each checked with the
+/// library's own fallible constructors (a name is printable ASCII without `:` or spaces, a
+/// value has no line break).
+fn parse_headers(raw: &str) -> Result<HeaderMap, ApiError> {
+    let given: serde_json::Map<String, Value> = serde_json::from_str(raw)
+        .map_err(|_| invalid("headers: must be an object of name -> string"))?;
     let mut map = HeaderMap::new();
-    for (name, value) in given {
-        if name.is_empty()
-            || name
-                .chars()
-                .any(|c| c.is_whitespace() || c == ':' || c.is_control())
-        {
-            return Err(invalid(format!("headers: invalid header name {name:?}")));
-        }
+    for (name, value) in &given {
+        let header = HeaderName::from_str(name)
+            .map_err(|_| invalid(format!("headers: invalid header name {name:?}")))?;
         let values: Vec<&str> = match value {
             Value::String(v) => vec![v.as_str()],
             Value::Array(items) => items
@@ -117,55 +161,15 @@ fn parse_headers(given: &Value) -> Result<HeaderMap, ApiError> {
             }
         };
         for v in values {
-            if v.contains(['\r', '\n']) {
-                return Err(invalid(format!(
+            let value = HeaderValue::from_str(v).map_err(|_| {
+                invalid(format!(
                     "headers.{name}: value must not contain line breaks"
-                )));
-            }
-            map.append(name.as_str(), v);
+                ))
+            })?;
+            map.append(header.clone(), value);
         }
     }
     Ok(map)
-}
-
-/// The usual single-message body, read without building a JSON tree of the message.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FastBody<'a> {
-    #[serde(borrow)]
-    subject: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    message: &'a RawValue,
-    #[serde(default)]
-    headers: Option<Value>,
-    #[serde(default)]
-    msg_id: Option<String>,
-}
-
-/// Parses a well-formed body quickly; `None` sends it down the slow path, which also
-/// produces the precise error for a bad one.
-fn fast_outgoing(body: &[u8]) -> Option<Result<Outgoing, ApiError>> {
-    let fast: FastBody = serde_json::from_slice(body).ok()?;
-    Some((|| {
-        subject::validate_subject(&fast.subject).map_err(|e| invalid(format!("subject: {e}")))?;
-        let raw = fast.message.get();
-        let payload = match raw.as_bytes().first() {
-            Some(b'n') if raw == "null" => return Err(invalid("message: is required")),
-            Some(b'"') => Bytes::from(
-                serde_json::from_str::<String>(raw)
-                    .map_err(|e| invalid(format!("message: {e}")))?,
-            ),
-            _ => Bytes::from(compact_json(raw)),
-        };
-        let headers = fast.headers.as_ref().map(parse_headers).transpose()?;
-        let msg_id = fast.msg_id.as_deref().map(valid_msg_id).transpose()?;
-        Ok(Outgoing {
-            subject: fast.subject.into_owned(),
-            payload,
-            headers,
-            msg_id,
-        })
-    })())
 }
 
 /// Valid JSON text without the white space outside strings.
@@ -200,7 +204,7 @@ fn compact_json(raw: &str) -> Vec<u8> {
 }
 
 /// One HTTP worker's own connection and JetStream context for publishing (see
-/// [`crate::nats::client::connect_publisher`]).
+/// [`crate::nats::client::connect_publisher`]). Every publish of the API goes through it.
 pub struct Publisher {
     pub client: async_nats::Client,
     pub js: JetStream,
@@ -210,7 +214,7 @@ pub struct Publisher {
 const ACKS_IN_FLIGHT: usize = 10_000;
 
 impl Publisher {
-    pub fn new(client: async_nats::Client, timeout: std::time::Duration) -> Publisher {
+    pub fn new(client: async_nats::Client, timeout: Duration) -> Publisher {
         let js = async_nats::jetstream::context::ContextBuilder::new()
             .timeout(timeout)
             .max_ack_inflight(ACKS_IN_FLIGHT)
@@ -234,84 +238,180 @@ impl Publisher {
 
 /// A publish on its way: the ack to await for JetStream, nothing for core NATS.
 enum Pending {
-    JetStream(async_nats::jetstream::context::PublishAckFuture),
+    JetStream {
+        stream: std::sync::Arc<str>,
+        ack: PublishAckFuture,
+    },
     Core,
 }
 
-fn publish_error(kind: PublishErrorKind, detail: String) -> ApiError {
-    match kind {
-        PublishErrorKind::MaxPayloadExceeded => ApiError::new(ErrorCode::PayloadTooLarge, detail),
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => ApiError::new(
-            ErrorCode::NatsConnectionError,
-            format!("no acknowledgement from jetstream: {detail}"),
-        ),
-        _ => ApiError::new(ErrorCode::MessagePublishError, detail),
+/// A sent entry: what its answer needs besides the ack.
+struct Sent {
+    subject: String,
+    size: usize,
+    pending: Pending,
+}
+
+/// Why one entry was not published; `nothing_stored` when it may be sent again as it is
+/// (no responders: nobody received it).
+struct Failure {
+    error: ApiError,
+    nothing_stored: bool,
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        Failure {
+            error,
+            nothing_stored: false,
+        }
     }
 }
 
-/// Sends one message; JetStream acks are awaited later by [`finish`], so a batch is
+/// The failure of a JetStream publish that did not end with an ack; records what it says
+/// about the stream (no room, no responders) for health and the stream actor.
+fn ack_failure(state: &AppState, stream: &str, failure: AckFailure) -> Failure {
+    // Nobody received it: worth sending again (a stream found missing meanwhile is
+    // answered at once by `send`).
+    let nothing_stored = failure == AckFailure::NoResponders;
+    Failure {
+        error: ack_error(state, stream, failure),
+        nothing_stored,
+    }
+}
+
+/// The answer for a stream the server reported missing: nothing is sent (its subjects must
+/// not go out as a plain core message, and waiting for an ack would be in vain).
+fn missing_stream(stream: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::StreamUnavailable,
+        format!("stream {stream} does not exist on the server (deleted outside the broker?); the message was not stored: create the stream again, or DELETE /api/v1/broker/streams/{stream} to publish its subjects on core nats"),
+    )
+}
+
+fn ack_error(state: &AppState, stream: &str, failure: AckFailure) -> ApiError {
+    let message = failure.describe(stream);
+    match failure {
+        AckFailure::NoResponders => {
+            state.streams.suspect(stream);
+            ApiError::new(ErrorCode::StreamUnavailable, message)
+        }
+        AckFailure::TimedOut => {
+            // A core subscriber on the subjects of a stream that is gone makes a publish time
+            // out instead of meeting no responders: check the stream too.
+            state.streams.suspect(stream);
+            ApiError::new(ErrorCode::StreamUnavailable, message)
+        }
+        AckFailure::Disconnected => ApiError::new(ErrorCode::NatsConnectionError, message),
+        AckFailure::NoRoom(reason) => {
+            if state.streams.refusal(stream).is_none() {
+                state.streams.mark_refusing(
+                    stream,
+                    Refusal {
+                        reason: format!("refuses writes: {reason}"),
+                    },
+                );
+            }
+            ApiError::new(ErrorCode::StorageFull, message).retry_after(10)
+        }
+        AckFailure::TooLarge(_) => ApiError::new(ErrorCode::PayloadTooLarge, message),
+        AckFailure::Rejected(_) => ApiError::new(ErrorCode::MessagePublishError, message),
+    }
+}
+
+fn core_error(e: async_nats::client::PublishError) -> ApiError {
+    match e.kind() {
+        async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+            ApiError::new(ErrorCode::PayloadTooLarge, e.to_string())
+        }
+        _ => ApiError::new(
+            ErrorCode::NatsConnectionError,
+            format!("core publish failed: {e}"),
+        ),
+    }
+}
+
+/// Sends one entry; JetStream acks are awaited later by [`finish`], so a batch is
 /// pipelined while keeping its order on the wire.
-async fn send(
-    state: &AppState,
-    publisher: &Publisher,
-    out: Outgoing,
-) -> Result<(String, Pending), ApiError> {
+async fn send(state: &AppState, publisher: &Publisher, out: &Outgoing) -> Result<Sent, Failure> {
     let Outgoing {
         subject,
         payload,
         headers,
-        msg_id,
+        persist,
     } = out;
-    let mut headers = headers.unwrap_or_default();
-    if let Some(id) = &msg_id {
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
-    }
-    if state.streams.stream_for(&subject).is_some() {
-        let message = PublishMessage::build().payload(payload).headers(headers);
-        let ack = publisher
-            .js
-            .send_publish(subject.clone(), message)
-            .await
-            .map_err(|e| publish_error(e.kind(), e.to_string()))?;
-        return Ok((subject, Pending::JetStream(ack)));
-    }
-    let sent = if headers.is_empty() {
-        publisher.client.publish(subject.clone(), payload).await
-    } else {
-        state
-            .client
-            .publish_with_headers(subject.clone(), headers, payload)
-            .await
+    let (payload, headers) = (payload.clone(), headers.clone());
+    let size = payload.len();
+    let pending = match state.streams.stream_for(subject) {
+        Some(stream) if state.streams.is_missing(&stream) => {
+            return Err(Failure::from(missing_stream(&stream)))
+        }
+        Some(stream) => {
+            let message = PublishMessage::build().payload(payload).headers(headers);
+            let ack = publisher
+                .js
+                .send_publish(subject.clone(), message)
+                .await
+                .map_err(|e| ack_failure(state, &stream, AckFailure::of(&e)))?;
+            Pending::JetStream { stream, ack }
+        }
+        None if *persist => {
+            return Err(Failure::from(ApiError::new(
+                ErrorCode::StreamNotFound,
+                format!("no stream captures subject {subject:?}; persist: true needs one (create it with POST /api/v1/broker/streams)"),
+            )))
+        }
+        None => {
+            let sent = if headers.is_empty() {
+                publisher.client.publish(subject.clone(), payload).await
+            } else {
+                publisher
+                    .client
+                    .publish_with_headers(subject.clone(), headers, payload)
+                    .await
+            };
+            sent.map_err(core_error)?;
+            Pending::Core
+        }
     };
-    sent.map_err(|e| {
-        let kind = match e.kind() {
-            async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
-                PublishErrorKind::MaxPayloadExceeded
-            }
-            _ => PublishErrorKind::Other,
-        };
-        publish_error(kind, e.to_string())
-    })?;
-    Ok((subject, Pending::Core))
+    Ok(Sent {
+        subject: subject.clone(),
+        size,
+        pending,
+    })
 }
 
-/// Awaits the ack and describes the result. A subject whose stream vanished (no
-/// responders) was still published on core NATS.
-async fn finish(subject: String, pending: Pending) -> Result<Value, ApiError> {
+/// Awaits the ack and describes the result.
+async fn finish(state: &AppState, sent: Sent) -> Result<Value, Failure> {
+    let Sent {
+        subject,
+        size,
+        pending,
+    } = sent;
     match pending {
-        Pending::Core => Ok(json!({ "subject": subject, "jetstream": false })),
-        Pending::JetStream(ack) => match ack.await {
-            Ok(ack) => Ok(json!({
-                "subject": subject,
-                "jetstream": true,
-                "stream": ack.stream,
-                "sequence": ack.sequence,
-                "duplicate": ack.duplicate,
-            })),
-            Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
-                Ok(json!({ "subject": subject, "jetstream": false }))
+        Pending::Core => Ok(json!({
+            "subject": subject,
+            "jetstream": false,
+            "stream": null,
+            "message_id": null,
+            "published_at": timestamp(),
+            "message_size": size,
+        })),
+        Pending::JetStream { stream, ack } => match ack.await {
+            Ok(ack) => {
+                state.streams.clear_refusing(&stream);
+                Ok(json!({
+                    "subject": subject,
+                    "jetstream": true,
+                    "stream": ack.stream,
+                    "sequence": ack.sequence,
+                    "duplicate": ack.duplicate,
+                    "message_id": ack.sequence,
+                    "published_at": timestamp(),
+                    "message_size": size,
+                }))
             }
-            Err(e) => Err(publish_error(e.kind(), e.to_string())),
+            Err(e) => Err(ack_failure(state, &stream, AckFailure::of(&e))),
         },
     }
 }
@@ -324,6 +424,42 @@ fn count(state: &AppState, ok: bool) {
     }
 }
 
+fn out_of_time(deadline: Duration, what: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::StreamUnavailable,
+        format!("{what} did not complete within {deadline:?}; a message without an ack may or may not be stored (retry with the same msg_id)"),
+    )
+}
+
+/// Publishes one entry. No responders means nothing was stored (the stream has no leader
+/// for a moment, or is being re-created): the entry is sent again, with a short growing
+/// pause, until it is acked or the request's deadline is near.
+async fn publish_one(
+    state: &AppState,
+    publisher: &Publisher,
+    out: &Outgoing,
+) -> Result<Value, ApiError> {
+    let deadline = state.request_timeout();
+    let end = Instant::now() + deadline;
+    let mut pause = NO_RESPONDERS_PAUSE;
+    loop {
+        let attempt = async {
+            let sent = send(state, publisher, out).await?;
+            finish(state, sent).await
+        };
+        let failure = match tokio::time::timeout_at(end.into(), attempt).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(failure)) => failure,
+            Err(_) => return Err(out_of_time(deadline, "publish")),
+        };
+        if !failure.nothing_stored || Instant::now() + pause >= end {
+            return Err(failure.error);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
 pub async fn publish(
     state: web::Data<AppState>,
     publisher: web::Data<Publisher>,
@@ -331,26 +467,44 @@ pub async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     let limit = state.config.service.max_request_size.bytes() as usize;
     let body = read_limited(body, limit).await?;
-    let out = match fast_outgoing(&body) {
-        Some(out) => out?,
-        None => parse_outgoing(&parse_json(&body, ErrorCode::InvalidMessageData)?)?,
-    };
+    let out = parse_entry(body_text(&body)?)?;
     publisher.require_connected()?;
-    let deadline = state.request_timeout();
-    let result = tokio::time::timeout(deadline, async {
-        let (subject, pending) = send(&state, &publisher, out).await?;
-        finish(subject, pending).await
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Err(ApiError::new(
-            ErrorCode::NatsConnectionError,
-            format!("publish did not complete within {deadline:?}"),
-        ))
-    });
+    let result = publish_one(&state, &publisher, &out).await;
     count(&state, result.is_ok());
     Ok(success("Message published successfully", result?))
 }
+
+/// The body as text; a body that is empty or not UTF-8 is a 400.
+fn body_text(body: &[u8]) -> Result<&str, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(invalid("request body is empty: a JSON object is expected"));
+    }
+    std::str::from_utf8(body).map_err(|e| invalid(format!("request body is not valid JSON: {e}")))
+}
+
+/// `{"messages": [...]}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch<'a> {
+    #[serde(borrow)]
+    messages: Vec<&'a RawValue>,
+}
+
+/// The entries of `{"messages": [...]}` or of a bare list, each left as its JSON text.
+fn batch_entries(raw: &str) -> Result<Vec<&RawValue>, ApiError> {
+    let parsed = if raw.trim_start().starts_with('[') {
+        serde_json::from_str::<Vec<&RawValue>>(raw)
+    } else {
+        serde_json::from_str::<Batch>(raw).map(|b| b.messages)
+    };
+    parsed.map_err(|_| match serde_json::from_str::<&RawValue>(raw) {
+        Err(e) => invalid(format!("request body is not valid JSON: {e}")),
+        Ok(_) => invalid(BATCH_SHAPE),
+    })
+}
+
+const BATCH_SHAPE: &str =
+    "a batch is {\"messages\": [ {subject, message, headers?, msg_id?, persist?}, … ]} or a bare list";
 
 pub async fn publish_batch(
     state: web::Data<AppState>,
@@ -358,19 +512,9 @@ pub async fn publish_batch(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let limit = state.config.service.max_request_size.bytes() as usize;
-    let body = read_json(body, limit, ErrorCode::InvalidMessageData).await?;
-    let entries = match &body {
-        Value::Array(entries) => entries,
-        Value::Object(map) => match map.get("messages") {
-            Some(Value::Array(entries)) => entries,
-            _ => {
-                return Err(invalid(
-                    "a batch is {\"messages\": [ {subject, message, headers?, msg_id?}, … ]} or a bare list",
-                ))
-            }
-        },
-        _ => return Err(invalid("a batch must be a JSON object with a messages list, or a list")),
-    };
+    let body = read_limited(body, limit).await?;
+    let raw = body_text(&body)?;
+    let entries = batch_entries(raw)?;
     if entries.is_empty() {
         return Err(invalid("messages: the batch is empty"));
     }
@@ -385,29 +529,23 @@ pub async fn publish_batch(
     let outcome = tokio::time::timeout(deadline, async {
         // Send in order, then await the acks together.
         let mut pending = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let sent = match parse_outgoing(entry) {
-                Ok(out) => send(&state, &publisher, out).await,
-                Err(e) => Err(e),
-            };
-            pending.push(sent);
+        for entry in &entries {
+            pending.push(match parse_entry(entry.get()) {
+                Ok(out) => send(&state, &publisher, &out).await,
+                Err(e) => Err(Failure::from(e)),
+            });
         }
         let mut results = Vec::with_capacity(pending.len());
         for sent in pending {
             results.push(match sent {
-                Ok((subject, pending)) => finish(subject, pending).await,
-                Err(e) => Err(e),
+                Ok(sent) => finish(&state, sent).await.map_err(|f| f.error),
+                Err(f) => Err(f.error),
             });
         }
         results
     })
     .await
-    .map_err(|_| {
-        ApiError::new(
-            ErrorCode::NatsConnectionError,
-            format!("batch did not complete within {deadline:?}"),
-        )
-    })?;
+    .map_err(|_| out_of_time(deadline, "batch"))?;
 
     let mut failed = 0;
     let results: Vec<Value> = outcome
@@ -430,6 +568,7 @@ pub async fn publish_batch(
                         "status": "error",
                         "error_code": e.code,
                         "message": e.message,
+                        "retryable": e.retryable() || e.code == ErrorCode::StorageFull,
                     })
                 }
             }
@@ -470,48 +609,77 @@ mod tests {
     }
 
     #[test]
-    fn fast_and_slow_paths_agree() {
-        let bodies = [
-            r#"{"subject":"a.b","message":{"x": [1, 2]}}"#,
-            r#"{"subject":"a.b","message":"raw text","msg_id":"m1"}"#,
-            r#"{"subject":"a.b","message":42,"headers":{"H":"v","L":["1","2"]}}"#,
-        ];
-        for body in bodies {
-            let fast = fast_outgoing(body.as_bytes()).unwrap().unwrap();
-            let slow = parse_outgoing(&serde_json::from_str(body).unwrap()).unwrap();
-            assert_eq!(fast.subject, slow.subject);
-            assert_eq!(fast.payload, slow.payload, "{body}");
-            assert_eq!(fast.msg_id, slow.msg_id);
-            let sorted = |h: Option<HeaderMap>| {
-                h.map(|h| {
-                    h.iter()
-                        .map(|(k, v)| {
-                            (
-                                k.to_string(),
-                                v.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
-                            )
-                        })
-                        .collect::<std::collections::BTreeMap<_, _>>()
-                })
-            };
-            assert_eq!(sorted(fast.headers), sorted(slow.headers));
-        }
+    fn entries_keep_the_message_bytes_as_given() {
+        let out =
+            parse_entry(r#"{"subject":"a.b","message":{"b":1, "a":2.50},"msg_id":"m1"}"#).unwrap();
+        assert_eq!(out.subject, "a.b");
+        assert_eq!(&out.payload[..], br#"{"b":1,"a":2.50}"#);
+        assert_eq!(
+            out.headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str()),
+            Some("m1")
+        );
+        assert!(!out.persist);
+        let text =
+            parse_entry(r#"{"subject":"a.b","message":"raw \"text\"","persist":true}"#).unwrap();
+        assert_eq!(&text.payload[..], br#"raw "text""#);
+        assert!(text.persist);
+        let headers =
+            parse_entry(r#"{"subject":"a.b","message":42,"headers":{"H":"v","L":["1","2"]}}"#)
+                .unwrap();
+        assert_eq!(&headers.payload[..], b"42");
+        assert_eq!(
+            headers
+                .headers
+                .get_all("L")
+                .map(|v| v.as_str())
+                .collect::<Vec<_>>(),
+            vec!["1", "2"]
+        );
     }
 
     #[test]
-    fn fast_path_rejects_what_the_slow_path_rejects() {
-        for body in [
-            r#"{"subject":"a.*","message":1}"#,
-            r#"{"subject":"a.b","message":null}"#,
-            r#"{"subject":"a b","message":1}"#,
+    fn bad_entries_are_invalid_message_data_naming_the_field() {
+        for (body, names) in [
+            (r#"{"subject":"a.*","message":1}"#, "subject"),
+            (r#"{"subject":"a.b","message":null}"#, "message"),
+            (r#"{"subject":"a.b"}"#, "message"),
+            (r#"{"message":1}"#, "subject"),
+            (r#"{"subject":5,"message":1}"#, "subject"),
+            (r#"{"subject":"a b","message":1}"#, "subject"),
+            (
+                r#"{"subject":"a.b","message":1,"x":1}"#,
+                "unknown field `x`",
+            ),
+            (r#"{"subject":"a.b","message":1,"headers":"x"}"#, "headers"),
+            (
+                r#"{"subject":"a.b","message":1,"headers":{"a b":"x"}}"#,
+                "header name",
+            ),
+            (
+                r#"{"subject":"a.b","message":1,"headers":{"é":"x"}}"#,
+                "header name",
+            ),
+            (
+                r#"{"subject":"a.b","message":1,"headers":{"H":"a\nb"}}"#,
+                "line breaks",
+            ),
+            (
+                r#"{"subject":"a.b","message":1,"msg_id":"a\r\nb"}"#,
+                "msg_id",
+            ),
+            (r#"{"subject":"a.b","message":1,"msg_id":""}"#, "msg_id"),
+            (r#"{"subject":"a.b","message":1,"msg_id":7}"#, "msg_id"),
+            (
+                r#"{"subject":"a.b","message":1,"persist":"yes"}"#,
+                "persist",
+            ),
+            (r#""just a string""#, "a message is a JSON object"),
         ] {
-            let fast = fast_outgoing(body.as_bytes()).unwrap();
-            let slow = parse_outgoing(&serde_json::from_str(body).unwrap());
-            assert_eq!(fast.unwrap_err().code, ErrorCode::InvalidMessageData);
-            assert_eq!(slow.unwrap_err().code, ErrorCode::InvalidMessageData);
+            let e = parse_entry(body).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidMessageData, "{body}");
+            assert!(e.message.contains(names), "{body}: {}", e.message);
         }
-        // Unknown fields and missing ones fall to the slow path for the precise message.
-        assert!(fast_outgoing(br#"{"subject":"a.b"}"#).is_none());
-        assert!(fast_outgoing(br#"{"subject":"a.b","message":1,"x":1}"#).is_none());
     }
 }

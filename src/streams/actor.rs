@@ -1,8 +1,12 @@
 //! `StreamActor`: owns the JetStream context. Ensures the configured streams on start-up
-//! and after every (re)connection, refreshes the subject → stream catalog, and serves the
-//! stream CRUD of the REST API. Mutations run one at a time (atomic responses), so a
-//! create's overlap check and the create itself cannot interleave with another mutation.
+//! and after every (re)connection, checks them every [`CHECK_INTERVAL`] (a configured stream
+//! deleted behind our back is re-created; one without room is marked as refusing writes),
+//! checks at once a stream a publish found unanswered, keeps the subject → stream catalog,
+//! and serves the stream CRUD of the REST API. Mutations run one at a time (atomic
+//! responses), so a create's overlap check and the create itself cannot interleave with
+//! another mutation.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +17,8 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use super::mapping::{differences, from_nats, info_view, to_nats};
-use super::state::StreamsState;
+use super::room::{self, StoreFigures};
+use super::state::{Refusal, StreamsState};
 use super::StreamError;
 use crate::config::{StreamConfig, StreamSpec};
 use crate::nats::NatsState;
@@ -23,12 +28,26 @@ use crate::subject;
 const CATALOG_REFRESH: Duration = Duration::from_secs(10);
 /// Retry delay after ensuring failed for lack of a connection.
 const ENSURE_RETRY: Duration = Duration::from_secs(2);
+/// How often the configured streams are checked (existence, room).
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Where the supervised server keeps its JetStream store, to watch its disk.
+#[derive(Debug, Clone, Default)]
+pub struct StoreWatch {
+    pub dir: Option<PathBuf>,
+    /// The server's `max_payload`: the room one message needs at most.
+    pub max_payload: u64,
+}
 
 pub struct StreamActor {
     js: JetStream,
+    client: async_nats::Client,
     nats: Arc<NatsState>,
     specs: Arc<Vec<StreamSpec>>,
     state: Arc<StreamsState>,
+    store: StoreWatch,
+    /// A check is running: the timer skips its turn instead of queueing another.
+    checking: bool,
 }
 
 impl StreamActor {
@@ -38,15 +57,23 @@ impl StreamActor {
         specs: Vec<StreamSpec>,
         state: Arc<StreamsState>,
         timeout: Duration,
+        store: StoreWatch,
     ) -> Self {
-        let mut js = jetstream::new(client);
+        let mut js = jetstream::new(client.clone());
         js.set_timeout(timeout);
         StreamActor {
             js,
+            client,
             nats,
             specs: Arc::new(specs),
             state,
+            store,
+            checking: false,
         }
+    }
+
+    fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 }
 
@@ -70,7 +97,28 @@ impl Actor for StreamActor {
             }
             .into_actor(self),
         );
+        // A publish that met no responders names its stream: check it now.
+        let (state, addr) = (self.state.clone(), ctx.address());
+        ctx.spawn(
+            async move {
+                loop {
+                    let names = state.suspected().await;
+                    if addr.send(CheckStreams { only: Some(names) }).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+        ctx.run_interval(CHECK_INTERVAL, |act, ctx| {
+            if !act.checking {
+                ctx.notify(CheckStreams { only: None });
+            }
+        });
         ctx.run_interval(CATALOG_REFRESH, |act, ctx| {
+            if !act.connected() {
+                return;
+            }
             let js = act.js.clone();
             let state = act.state.clone();
             ctx.spawn(
@@ -101,11 +149,10 @@ async fn refresh_catalog(
         .try_collect()
         .await
         .map_err(|e| StreamError::request(&e))?;
-    state.set_catalog(
+    state.merge_listing(
         infos
             .iter()
-            .map(|i| (i.config.name.clone(), i.config.subjects.clone()))
-            .collect(),
+            .map(|i| (i.config.name.as_str(), i.config.subjects.as_slice())),
     );
     Ok(infos)
 }
@@ -180,6 +227,129 @@ impl Handler<EnsureStreams> for StreamActor {
                 }
             }),
         ))
+    }
+}
+
+/// Checks streams: every configured one and every one found missing (`only: None`, every
+/// [`CHECK_INTERVAL`]) or the named ones (a publish found them unanswered). A configured stream that is missing is
+/// re-created at once; one that has no room is marked as refusing writes (and unmarked when
+/// room comes back); an unconfigured one that the JetStream API reports missing is marked
+/// missing (its publishes fail at once) but stays in the catalog until it is deleted through
+/// the API.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CheckStreams {
+    pub only: Option<Vec<String>>,
+}
+
+impl StreamActor {
+    fn store_figures(&self) -> StoreFigures {
+        let disk_free = self.store.dir.as_ref().and_then(|dir| {
+            let stat = nix::sys::statvfs::statvfs(dir.as_path()).ok()?;
+            Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+        });
+        match self.nats.jsz() {
+            Some(jsz) => StoreFigures::from_jsz(&jsz.body, disk_free, self.store.max_payload),
+            None => StoreFigures {
+                disk_free,
+                max_payload: self.store.max_payload,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl Handler<CheckStreams> for StreamActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: CheckStreams, _ctx: &mut Context<Self>) -> Self::Result {
+        if !self.connected() || !self.state.ensured() {
+            // Ensuring (at every connection) runs or is retried; it checks everything.
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        }
+        let names: Vec<String> = msg.only.unwrap_or_else(|| {
+            let mut names: Vec<String> = self.specs.iter().map(|s| s.name.clone()).collect();
+            names.extend(self.state.missing());
+            names
+        });
+        let (js, specs, state) = (self.js.clone(), self.specs.clone(), self.state.clone());
+        let store = self.store_figures();
+        self.checking = true;
+        AtomicResponse::new(Box::pin(
+            async move {
+                let infos =
+                    futures::future::join_all(names.iter().map(|n| get_info(&js, n))).await;
+                for (name, result) in names.iter().zip(infos) {
+                    let spec = specs.iter().find(|s| &s.name == name);
+                    match result {
+                        Ok(info) => {
+                            state.set_missing(name, false);
+                            judge_room(&state, &info, &store);
+                        }
+                        Err(e) if e.is_not_found() => match spec {
+                            Some(spec) => recreate(&js, &state, spec).await,
+                            None => {
+                                if !state.is_missing(name) {
+                                    warn!(stream = %name, "stream is missing on the server: publishes to its subjects answer 503 until it is created again or deleted through the api");
+                                    state.set_missing(name, true);
+                                }
+                                continue;
+                            }
+                        },
+                        Err(e) => {
+                            if spec.is_some() {
+                                state.set_unavailable(name, Some(format!("not answering: {e}")));
+                            }
+                            continue;
+                        }
+                    }
+                    if spec.is_some() {
+                        state.set_unavailable(name, None);
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|(), act, _ctx| act.checking = false),
+        ))
+    }
+}
+
+/// Marks or unmarks `info`'s stream as refusing writes for lack of room, from the figures
+/// the server shows now.
+fn judge_room(state: &StreamsState, info: &stream::Info, store: &StoreFigures) {
+    let name = info.config.name.as_str();
+    state.merge_listing([(name, info.config.subjects.as_slice())]);
+    match (room::no_room(info, store), state.refusal(name)) {
+        (Some(reason), was) => {
+            if was.is_none() {
+                warn!(stream = %name, %reason, "stream has no room: writes are refused");
+            }
+            state.mark_refusing(name, Refusal { reason });
+        }
+        (None, Some(_)) => {
+            info!(stream = %name, "stream has room again");
+            state.clear_refusing(name);
+        }
+        (None, None) => {}
+    }
+}
+
+/// Re-creates a configured stream found missing (deleted behind our back).
+async fn recreate(js: &JetStream, state: &StreamsState, spec: &StreamSpec) {
+    let known = state.health().get(&spec.name).cloned();
+    state.set_unavailable(&spec.name, Some("missing; being re-created".into()));
+    match ensure_one(js, spec).await {
+        Ok(outcome) => {
+            warn!(stream = %spec.name, outcome, "configured stream was missing; re-created it");
+            state.set_health(&spec.name, Ok(()));
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            if known != Some(Err(reason.clone())) {
+                error!(stream = %spec.name, error = %reason, "configured stream is missing and cannot be re-created");
+            }
+            state.set_health(&spec.name, Err(reason));
+        }
     }
 }
 
@@ -353,7 +523,15 @@ impl Handler<DeleteStream> for StreamActor {
         AtomicResponse::new(Box::pin(
             async move {
                 let name = msg.0;
-                let info = get_info(&js, &name).await?;
+                let info = match get_info(&js, &name).await {
+                    Err(e) if e.is_not_found() && !configured && state.is_known(&name) => {
+                        // Gone from the server already: forget it, its subjects are core again.
+                        state.forget(&name);
+                        info!(stream = %name, "stream was already gone; removed from the catalog");
+                        return Ok(serde_json::json!({ "name": name, "forgotten": true }));
+                    }
+                    other => other?,
+                };
                 if configured {
                     return Err(StreamError::Protected(format!(
                         "stream {name} is defined in the config; remove it there first"
@@ -363,6 +541,7 @@ impl Handler<DeleteStream> for StreamActor {
                     .await
                     .map_err(|e| StreamError::from_get(&e))?;
                 state.remove_health(&name);
+                state.forget(&name);
                 let _ = refresh_catalog(&js, &state).await;
                 Ok(info_view(&info))
             }

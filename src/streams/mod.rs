@@ -2,8 +2,10 @@
 //! CRUD for the REST API), the mapping between our stream specs and the server's config,
 //! and the shared [`StreamsState`] (health, subject catalog).
 
+pub mod ack;
 pub mod actor;
 pub mod mapping;
+pub mod room;
 pub mod state;
 
 use async_nats::jetstream::context::{
@@ -12,9 +14,10 @@ use async_nats::jetstream::context::{
 };
 use async_nats::jetstream::ErrorCode;
 
+pub use ack::AckFailure;
 pub use actor::{
-    CreateStream, Created, DeleteStream, EnsureStreams, GetStream, ListStreams, StreamActor,
-    UpdateStream,
+    CheckStreams, CreateStream, Created, DeleteStream, EnsureStreams, GetStream, ListStreams,
+    StoreWatch, StreamActor, UpdateStream,
 };
 pub use state::StreamsState;
 

@@ -11,7 +11,7 @@ use actix::{Addr, Supervisor};
 use actix_web::{web, App, HttpServer};
 use tracing::{info, warn};
 
-use crate::api::{self, publish::Publisher, AppState};
+use crate::api::{self, publish::Publisher, publish::Publishers, AppState};
 use crate::config::BrokerConfig;
 use crate::nats::{
     self, server_conf, NatsProcessActor, NatsProcessError, NatsState, ServerPorts, StartServer,
@@ -109,6 +109,11 @@ pub async fn run(
             StreamActor::new(client, nats, specs, streams, request_timeout, store)
         })
     };
+    let workers = match config.service.workers {
+        0 => std::thread::available_parallelism().map_or(2, usize::from),
+        n => n,
+    };
+    let publishers = Arc::new(Publishers::new(workers));
     let router = Arc::new(RouterState::new(table));
     // The start-up table is version 1; it is not counted as a reload.
     metrics.routes_version.set(1);
@@ -138,14 +143,18 @@ pub async fn run(
         metrics: metrics.clone(),
         http: reqwest::Client::new(),
         started: Instant::now(),
+        drain: Default::default(),
+        publishers: publishers.clone(),
     });
-    let publisher_cfg = (config.nats.clone(), credentials.clone());
-    let mut server = HttpServer::new(move || {
-        let (nats, credentials) = publisher_cfg.clone();
+    let drain_state = app_state.clone();
+    let publisher_cfg = (config.nats.clone(), credentials.clone(), publishers);
+    let server = HttpServer::new(move || {
+        let (nats, credentials, publishers) = publisher_cfg.clone();
         App::new()
             .wrap(RequestMetrics::new(metrics.clone()))
             .data_factory(move || {
-                let (nats, credentials) = (nats.clone(), credentials.clone());
+                let (nats, credentials, publishers) =
+                    (nats.clone(), credentials.clone(), publishers.clone());
                 async move {
                     let client = nats::client::connect_publisher(
                         &nats,
@@ -153,6 +162,7 @@ pub async fn run(
                         request_timeout,
                     )
                     .await?;
+                    publishers.register(&client);
                     Ok::<_, nats::client::ClientError>(Publisher::new(client, request_timeout))
                 }
             })
@@ -160,10 +170,8 @@ pub async fn run(
             .configure(api::configure)
     })
     .disable_signals()
-    .shutdown_timeout(config.service.shutdown_timeout.duration().as_secs().max(1));
-    if config.service.workers > 0 {
-        server = server.workers(config.service.workers);
-    }
+    .shutdown_timeout(config.service.shutdown_timeout.duration().as_secs().max(1))
+    .workers(workers);
     let addr = listener.local_addr()?;
     let server = server.listen(listener)?.run();
     let handle = server.handle();
@@ -171,7 +179,17 @@ pub async fn run(
 
     let server_task = actix_rt::spawn(server);
     shutdown.await;
-    info!("shutting down");
+    info!("shutting down: answering new requests with 503 while in-flight ones finish");
+    let left = drain_state
+        .drain
+        .drain(config.service.shutdown_timeout.duration())
+        .await;
+    if left > 0 {
+        warn!(
+            requests = left,
+            "requests still in flight at the shutdown timeout"
+        );
+    }
     handle.stop(true).await;
     let _ = server_task.await;
     reload_on_hangup.abort();

@@ -6,6 +6,7 @@
 
 mod auth;
 mod body;
+pub mod drain;
 pub mod envelope;
 mod health;
 mod nats_info;
@@ -133,6 +134,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     resources.sort_by_key(|(path, _)| path.contains('{'));
     let mut scope = web::scope("")
         .wrap(from_fn(auth::require_token))
+        .wrap(from_fn(drain::refuse_when_draining))
         .default_service(web::to(not_found));
     for (path, routes) in resources {
         let resource = routes

@@ -210,6 +210,44 @@ pub struct Publisher {
     pub js: JetStream,
 }
 
+/// The publishing connections of every HTTP worker, so readiness can tell whether all of
+/// them are up (a worker whose connection is still connecting would answer 503).
+#[derive(Debug, Default)]
+pub struct Publishers {
+    expected: usize,
+    clients: std::sync::Mutex<Vec<async_nats::Client>>,
+}
+
+impl Publishers {
+    /// Expects one connection per HTTP worker.
+    pub fn new(workers: usize) -> Publishers {
+        Publishers {
+            expected: workers,
+            clients: Default::default(),
+        }
+    }
+
+    pub(crate) fn register(&self, client: &async_nats::Client) {
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.push(client.clone());
+        }
+    }
+
+    /// How many workers' connections are connected, of how many expected.
+    pub fn connected(&self) -> (usize, usize) {
+        let up = self
+            .clients
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .filter(|c| c.connection_state() == async_nats::connection::State::Connected)
+                    .count()
+            })
+            .unwrap_or(0);
+        (up, self.expected)
+    }
+}
+
 /// JetStream publishes whose acks may be outstanding at once on one worker.
 const ACKS_IN_FLIGHT: usize = 10_000;
 

@@ -27,6 +27,10 @@ pub struct AppState {
     /// For live reads of the supervised server's monitoring endpoints.
     pub http: reqwest::Client,
     pub started: Instant,
+    /// Graceful shutdown: refuses new requests while in-flight ones finish.
+    pub drain: super::drain::Drain,
+    /// The HTTP workers' publishing connections.
+    pub publishers: Arc<super::publish::Publishers>,
 }
 
 impl AppState {
@@ -77,6 +81,9 @@ impl AppState {
     /// Components that keep the service from being ready, with the reason.
     pub fn not_ready(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
+        if self.drain.is_draining() {
+            problems.push(("service".into(), "shutting down".into()));
+        }
         if self.nats.supervised && !self.nats.server_up() {
             let reason = self
                 .nats
@@ -84,8 +91,14 @@ impl AppState {
                 .unwrap_or_else(|| "nats-server is not running".into());
             problems.push(("nats_server".into(), reason));
         }
+        let (publishers_up, workers) = self.publishers.connected();
         if !self.nats_connected() {
             problems.push(("nats_client".into(), "not connected to nats".into()));
+        } else if publishers_up < workers {
+            problems.push((
+                "nats_client".into(),
+                format!("{publishers_up} of {workers} http workers' publishing connections are up"),
+            ));
         } else if !self.streams.ensured() {
             problems.push((
                 "streams".into(),

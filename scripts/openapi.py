@@ -25,11 +25,12 @@ ENVELOPE_ERR = {
         "error_code": {
             "type": "string",
             "enum": [
-                "NATS_CONNECTION_ERROR", "NATS_SERVER_ERROR", "STREAM_NOT_FOUND",
+                "NATS_CONNECTION_ERROR", "STREAM_NOT_FOUND",
                 "STREAM_CREATION_ERROR", "MESSAGE_PUBLISH_ERROR", "INVALID_STREAM_DATA",
                 "INVALID_MESSAGE_DATA", "JETSTREAM_ERROR", "INVALID_PARAMETERS",
                 "SERVICE_UNAVAILABLE", "INTERNAL_ERROR", "UNAUTHORIZED", "PAYLOAD_TOO_LARGE",
                 "ROUTE_NOT_FOUND", "INVALID_ROUTES", "NOT_FOUND", "METHOD_NOT_ALLOWED",
+                "STREAM_UNAVAILABLE", "STORAGE_FULL",
             ],
         },
         "message": {"type": "string"},
@@ -66,6 +67,21 @@ PUBLISH_BODY = {
         "headers": {"type": "object", "additionalProperties": {
             "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},
         "msg_id": {"type": "string", "description": "becomes Nats-Msg-Id (de-duplication in the stream's window)"},
+        "persist": {"type": "boolean", "default": False,
+                    "description": "true: the message must be stored by a stream; 404 STREAM_NOT_FOUND instead of a core NATS publish when no stream captures the subject"},
+    },
+}
+PUBLISH_RESULT = {
+    "type": "object",
+    "properties": {
+        "subject": {"type": "string"},
+        "jetstream": {"type": "boolean", "description": "true: stored and acked by `stream`; false: sent on core NATS (no stream captures the subject)"},
+        "stream": {"type": "string", "nullable": True},
+        "sequence": {"type": "integer", "description": "the stream sequence (JetStream only)"},
+        "duplicate": {"type": "boolean", "description": "msg_id seen within the duplicate window (JetStream only)"},
+        "message_id": {"type": "integer", "nullable": True, "description": "the stream sequence, as the Python service answered; null for core NATS"},
+        "published_at": {"type": "string", "format": "date-time"},
+        "message_size": {"type": "integer", "description": "payload bytes"},
     },
 }
 BATCH_BODY = {
@@ -94,6 +110,12 @@ def body(schema):
 NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 AUTH = {"401": err("UNAUTHORIZED: api_token is set and the bearer token is missing or wrong")}
 NATS_DOWN = {"503": err("NATS_CONNECTION_ERROR: NATS is not connected or did not answer in time")}
+PUBLISH_ERRORS = {
+    "404": err("STREAM_NOT_FOUND: persist: true and no stream captures the subject"),
+    "503": err("STREAM_UNAVAILABLE (the stream did not acknowledge: no leader, being re-created, no ack in time; "
+               "retry, with the same msg_id) or NATS_CONNECTION_ERROR; always with Retry-After"),
+    "507": err("STORAGE_FULL: the stream or the server's store has no room (stream and limit in the message)"),
+}
 
 # (path, method) -> operation
 OPS = {
@@ -140,18 +162,19 @@ OPS = {
     ("/api/v1/publish", "post"): {
         "summary": "Publish one message (alias of POST /api/v1/broker/publish)",
         "requestBody": body(PUBLISH_BODY),
-        "responses": {"200": ok("published"), "400": err("INVALID_MESSAGE_DATA"), **AUTH,
-                      "413": err("PAYLOAD_TOO_LARGE"), **NATS_DOWN}},
+        "responses": {"200": ok("published; data is a PublishResult"), "400": err("INVALID_MESSAGE_DATA"), **AUTH,
+                      "413": err("PAYLOAD_TOO_LARGE"), **PUBLISH_ERRORS}},
     ("/api/v1/broker/publish", "post"): {
         "summary": "Publish one message; JetStream-acked when a stream captures the subject",
         "requestBody": body(PUBLISH_BODY),
-        "responses": {"200": ok("published: {subject, jetstream, stream?, sequence?, duplicate?}"),
+        "responses": {"200": ok("published (stored and acked when a stream captures the subject); data is a PublishResult"),
                       "400": err("INVALID_MESSAGE_DATA"), **AUTH,
-                      "413": err("PAYLOAD_TOO_LARGE"), **NATS_DOWN}},
+                      "413": err("PAYLOAD_TOO_LARGE"), **PUBLISH_ERRORS}},
     ("/api/v1/broker/publish/batch", "post"): {
         "summary": "Publish up to 1000 messages in order, with a result per entry",
         "requestBody": body(BATCH_BODY),
-        "responses": {"200": ok("all published"), "207": ok("some entries failed; see data.results"),
+        "responses": {"200": ok("all published; data.results[i] is a PublishResult with index and status"),
+                      "207": ok("some entries failed; data.results[i] has status, error_code, message, retryable"),
                       "400": err("INVALID_MESSAGE_DATA: the batch itself is malformed"), **AUTH,
                       "413": err("PAYLOAD_TOO_LARGE"), **NATS_DOWN}},
     ("/api/v1/routes", "get"): {
@@ -188,7 +211,7 @@ def main():
                                 "{status, error_code, message, data, timestamp}; unknown paths are 404 "
                                 "NOT_FOUND and wrong methods 405 METHOD_NOT_ALLOWED."},
         "components": {
-            "schemas": {"Success": ENVELOPE_OK, "Error": ENVELOPE_ERR},
+            "schemas": {"Success": ENVELOPE_OK, "Error": ENVELOPE_ERR, "PublishResult": PUBLISH_RESULT},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "needed on mutating endpoints when service.api_token is set"}},
         },

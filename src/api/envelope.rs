@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     NatsConnectionError,
-    NatsServerError,
     StreamNotFound,
     StreamCreationError,
     MessagePublishError,
@@ -57,8 +56,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::NatsServerError
-            | ErrorCode::MessagePublishError
+            ErrorCode::MessagePublishError
             | ErrorCode::JetstreamError
             | ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -404,7 +404,10 @@ fn dead_letters_name_route_error_and_subject() {
         Bytes::from(json!({"p": "abc"}).to_string()),
         "original payload"
     );
-    assert!(!dl.jetstream, "no default stream captures deadletter.>");
+    assert!(
+        dl.jetstream,
+        "the default DEAD_LETTERS stream stores dead letters"
+    );
 }
 
 #[test]

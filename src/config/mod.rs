@@ -22,7 +22,7 @@ pub use env::ENV_VARS;
 pub use env::{apply_env_overrides, EnvSource};
 pub use streams::{
     default_streams, validate_stream_name, Discard, Retention, StorageKind, StreamConfig,
-    StreamSpec, MARKET_DATA_SUBJECTS,
+    StreamSpec, DEAD_LETTERS, MARKET_DATA_SUBJECTS,
 };
 pub use units::{ByteSize, Span};
 
@@ -350,9 +350,10 @@ impl Default for ConsumerDefaults {
 }
 
 impl BrokerConfig {
-    /// The streams the service ensures: the defaults with `streams:` merged over them.
+    /// The streams the service ensures: the defaults (and `DEAD_LETTERS` for
+    /// `router.dead_letter_prefix`) with `streams:` merged over them.
     pub fn effective_streams(&self) -> Vec<StreamSpec> {
-        streams::merge(&self.streams)
+        streams::merge(&self.streams, &self.router.dead_letter_prefix)
     }
 }
 

@@ -151,9 +151,32 @@ pub fn default_streams() -> Vec<StreamSpec> {
     ]
 }
 
-/// Defaults with the configured entries merged over them, defaults first.
-pub fn merge(configured: &BTreeMap<String, StreamConfig>) -> Vec<StreamSpec> {
+/// Name of the default stream that stores dead letters.
+pub const DEAD_LETTERS: &str = "DEAD_LETTERS";
+
+/// `DEAD_LETTERS`: captures `<dead_letter_prefix>.>` (7 d, 1,000,000 messages, file), so a
+/// dead letter is stored and acked before the router lets go of a message. No `max_bytes`:
+/// JetStream reserves a stream's `max_bytes` in the server's storage up front.
+pub fn dead_letter_stream(prefix: &str) -> StreamSpec {
+    StreamSpec {
+        subjects: vec![format!("{prefix}.>")],
+        description: Some(
+            "messages the router could not route, with the reason in Prism-Error".into(),
+        ),
+        max_age: Duration::from_secs(7 * 86_400),
+        max_msgs: 1_000_000,
+        ..StreamSpec::base(DEAD_LETTERS)
+    }
+}
+
+/// Defaults (with the dead-letter stream for `dead_letter_prefix`) and the configured
+/// entries merged over them, defaults first.
+pub fn merge(
+    configured: &BTreeMap<String, StreamConfig>,
+    dead_letter_prefix: &str,
+) -> Vec<StreamSpec> {
     let mut specs = default_streams();
+    specs.push(dead_letter_stream(dead_letter_prefix));
     for spec in &mut specs {
         if let Some(config) = configured.get(&spec.name) {
             *spec = spec.clone().merged(config);

@@ -19,7 +19,15 @@ fn empty_file_gives_the_defaults() {
         .into_iter()
         .map(|s| s.name)
         .collect();
-    assert_eq!(names, ["MARKET_DATA", "SYSTEM_EVENTS", "SERVICE_LOGS"]);
+    assert_eq!(
+        names,
+        [
+            "MARKET_DATA",
+            "SYSTEM_EVENTS",
+            "SERVICE_LOGS",
+            "DEAD_LETTERS"
+        ]
+    );
 }
 
 #[test]

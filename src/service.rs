@@ -122,14 +122,17 @@ pub async fn run(
         .set(i64::try_from(router.table().routes().len()).unwrap_or(i64::MAX));
     let router_runtime = RouterRuntime::start(config.router.threads)?;
     let router_actor = {
-        let (runtime, config, credentials, router, metrics) = (
+        let (runtime, config, credentials, router, metrics, streams) = (
             router_runtime.handle().clone(),
             config.clone(),
             credentials.clone(),
             router.clone(),
             metrics.clone(),
+            streams.clone(),
         );
-        Supervisor::start(move |_| RouterActor::new(runtime, config, credentials, router, metrics))
+        Supervisor::start(move |_| {
+            RouterActor::new(runtime, config, credentials, router, metrics, streams)
+        })
     };
     let reload_on_hangup = reload_on_sighup(router_actor.clone())?;
     let app_state = web::Data::new(AppState {

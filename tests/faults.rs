@@ -100,3 +100,397 @@ async fn sigterm_answers_every_request_it_accepted() {
     );
     assert!(service.log().contains("shutting down"));
 }
+
+// ---------------------------------------------------------------------------------------
+// The router: JetStream sources never skip a stored message, transient output failures are
+// retried without spending max_deliver, dead letters are stored, reloads make before they
+// break, and a route task that dies is restarted.
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A JetStream-sourced route from `IN` (`in.>`) to `OUT` (`out.>`), de-duplicated by `i`.
+const JS_ROUTE: &str = r#"
+routes:
+  - name: js-copy
+    from: "in.{x}"
+    source:
+      jetstream: { stream: IN, durable: js-copy, ack_wait: 5s }
+    to:
+      - subject: "out.{x}"
+        jetstream: true
+        msg_id: "{$.i}"
+"#;
+
+fn js(client: async_nats::Client) -> async_nats::jetstream::Context {
+    async_nats::jetstream::new(client)
+}
+
+/// Publishes `{"i": n}` for `range` into `subject` through JetStream, each acked; retries
+/// while the server is away (a restart), reconnecting when needed.
+async fn publish_acked(service: &Service, subject: &str, range: std::ops::Range<u64>) {
+    let mut client = service.nats_client().await;
+    let mut context = js(client.clone());
+    for i in range {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "publishing {i} stalled"
+            );
+            let body = json!({ "i": i }).to_string();
+            let acked = match context.publish(subject.to_string(), body.into()).await {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            };
+            if acked {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if client.connection_state() != async_nats::connection::State::Connected {
+                if let Ok(c) = async_nats::connect(service.nats_url()).await {
+                    client = c;
+                    context = js(client.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The distinct `i` values stored in `stream`.
+async fn stored_ids(service: &Service, stream: &str) -> std::collections::BTreeSet<u64> {
+    let context = js(service.nats_client().await);
+    let mut stream = context.get_stream(stream).await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut seen = std::collections::BTreeSet::new();
+    for seq in 1..=last {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            seen.insert(v["i"].as_u64().unwrap());
+        }
+    }
+    seen
+}
+
+async fn wait_stored(service: &Service, stream: &str, n: u64) {
+    let context = js(service.nats_client().await);
+    wait_for(&format!("{n} messages in {stream}"), WAIT, || async {
+        let mut s = context.get_stream(stream).await.ok()?;
+        (s.info().await.ok()?.state.messages >= n).then_some(())
+    })
+    .await;
+}
+
+fn assert_all(seen: &std::collections::BTreeSet<u64>, n: u64) {
+    let expected: std::collections::BTreeSet<u64> = (0..n).collect();
+    let missing: Vec<_> = expected.difference(seen).collect();
+    assert!(missing.is_empty(), "{} missing: {missing:?}", missing.len());
+}
+
+async fn route_counter(service: &Service, route: &str, counter: &str) -> u64 {
+    let (_, body) = service.get(&format!("/api/v1/routes/{route}")).await;
+    body["data"]["counters"][counter].as_u64().unwrap_or(0)
+}
+
+/// Item 1: the durable consumer deleted through the JetStream API in the middle of the
+/// traffic is re-created where the route stood: every stored input reaches the output.
+#[tokio::test]
+async fn a_deleted_consumer_is_recreated_where_the_route_stood() {
+    let service = ServiceBuilder::new()
+        .set("streams.IN", json!({ "subjects": ["in.>"] }))
+        .set("streams.OUT", json!({ "subjects": ["out.>"] }))
+        .route_file("js.yaml", JS_ROUTE)
+        .start()
+        .await;
+    const N: u64 = 2000;
+    publish_acked(&service, "in.a", 0..N / 2).await;
+    let context = js(service.nats_client().await);
+    context
+        .get_stream("IN")
+        .await
+        .unwrap()
+        .delete_consumer("js-copy")
+        .await
+        .unwrap();
+    publish_acked(&service, "in.a", N / 2..N).await;
+    wait_stored(&service, "OUT", N).await;
+    assert_all(&stored_ids(&service, "OUT").await, N);
+}
+
+/// Item 1: a memory-stored input stream and its consumer vanish with a killed nats-server;
+/// the route counts as live only once its consumer exists again, and every message acked
+/// into the re-created stream reaches the output.
+#[tokio::test]
+async fn a_memory_input_stream_lost_with_the_server_loses_nothing_after_the_restart() {
+    let service = ServiceBuilder::new()
+        .set(
+            "streams.IN",
+            json!({ "subjects": ["in.>"], "storage": "memory" }),
+        )
+        .set("streams.OUT", json!({ "subjects": ["out.>"] }))
+        .route_file("js.yaml", JS_ROUTE)
+        .start()
+        .await;
+    publish_acked(&service, "in.a", 0..500).await;
+    wait_stored(&service, "OUT", 500).await;
+    let pid = service.nats_pid().await.unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    wait_for("a new child", WAIT, || async {
+        service.nats_pid().await.filter(|p| *p != pid)
+    })
+    .await;
+    // The moment /ready says 200 again, the route's consumer exists.
+    service.wait_ready(WAIT).await;
+    let context = js(service.nats_client().await);
+    let stream = context.get_stream("IN").await.unwrap();
+    stream
+        .consumer_info("js-copy")
+        .await
+        .expect("ready only once the route consumes again");
+    // Messages acked into the new (empty) memory stream all come out.
+    publish_acked(&service, "in.a", 500..2000).await;
+    wait_stored(&service, "OUT", 2000).await;
+    assert_all(&stored_ids(&service, "OUT").await, 2000);
+}
+
+/// Item 3: while the output stream has no room, the route keeps its messages and sends them
+/// again (no dead letter, no redelivery spent); once room comes back every one arrives.
+#[tokio::test]
+async fn an_output_without_room_is_retried_not_dead_lettered() {
+    let service = ServiceBuilder::new()
+        .set("streams.IN", json!({ "subjects": ["in.>"] }))
+        .set(
+            "streams.OUT",
+            json!({ "subjects": ["out.>"], "max_msgs": 50, "discard": "new" }),
+        )
+        .route_file("js.yaml", JS_ROUTE)
+        .start()
+        .await;
+    publish_acked(&service, "in.a", 0..100).await;
+    wait_stored(&service, "OUT", 50).await;
+    wait_for("retries", WAIT, || async {
+        (route_counter(&service, "js-copy", "retried").await >= 3).then_some(())
+    })
+    .await;
+    let context = js(service.nats_client().await);
+    let mut dead = context.get_stream("DEAD_LETTERS").await.unwrap();
+    assert_eq!(
+        dead.info().await.unwrap().state.messages,
+        0,
+        "nothing dead-lettered"
+    );
+    // The output's stream shows as refusing writes meanwhile.
+    let (status, body) = service.get("/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["data"]["components"]["stream:OUT"].is_string(),
+        "{body}"
+    );
+    let first: std::collections::BTreeSet<u64> = stored_ids(&service, "OUT").await;
+    context
+        .get_stream("OUT")
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .unwrap();
+    wait_for("the rest stored", WAIT, || async {
+        let rest = stored_ids(&service, "OUT").await;
+        (first.len() + rest.len() >= 100).then_some(())
+    })
+    .await;
+    let mut all = first;
+    all.extend(stored_ids(&service, "OUT").await);
+    assert_all(&all, 100);
+    // No delivery was spent on the retries.
+    let info = context
+        .get_stream("IN")
+        .await
+        .unwrap()
+        .consumer_info("js-copy")
+        .await
+        .unwrap();
+    assert_eq!(info.num_redelivered, 0, "{info:?}");
+    wait_for("consumer drained", WAIT, || async {
+        let info = context
+            .get_stream("IN")
+            .await
+            .ok()?
+            .consumer_info("js-copy")
+            .await
+            .ok()?;
+        (info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    assert_eq!(dead.info().await.unwrap().state.messages, 0);
+    service.wait_ready(WAIT).await;
+}
+
+/// Item 3: an output that can never be published (larger than its stream's max_msg_size)
+/// is dead-lettered into DEAD_LETTERS, stored, with the error said once; the input is
+/// terminated only after that.
+#[tokio::test]
+async fn an_output_that_can_never_succeed_is_dead_lettered_and_stored() {
+    let service = ServiceBuilder::new()
+        .set("streams.IN", json!({ "subjects": ["in.>"] }))
+        .set(
+            "streams.OUT",
+            json!({ "subjects": ["out.>"], "max_msg_size": 8 }),
+        )
+        .route_file("js.yaml", JS_ROUTE)
+        .start()
+        .await;
+    publish_acked(&service, "in.a", 0..3).await;
+    wait_stored(&service, "DEAD_LETTERS", 3).await;
+    let context = js(service.nats_client().await);
+    let dead = context.get_stream("DEAD_LETTERS").await.unwrap();
+    let letter = dead.get_raw_message(1).await.unwrap();
+    let headers = letter.headers;
+    assert_eq!(headers.get("Prism-Route").unwrap().as_str(), "js-copy");
+    assert_eq!(
+        headers.get("Prism-Original-Subject").unwrap().as_str(),
+        "in.a"
+    );
+    let error = headers.get("Prism-Error").unwrap().as_str().to_string();
+    assert!(error.contains("too large"), "{error}");
+    assert_eq!(
+        error.matches("failed").count(),
+        1,
+        "the error is said once: {error}"
+    );
+    assert_eq!(letter.subject.as_str(), "deadletter.js-copy");
+    wait_for("inputs terminated", WAIT, || async {
+        let info = context
+            .get_stream("IN")
+            .await
+            .ok()?
+            .consumer_info("js-copy")
+            .await
+            .ok()?;
+        (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+    })
+    .await;
+    assert_eq!(route_counter(&service, "js-copy", "dead_lettered").await, 3);
+}
+
+const CORE_V1: &str = r#"
+routes:
+  - name: switch
+    from: "mb.{n}"
+    to:
+      - subject: "mbout.{n}"
+"#;
+
+/// Item 8: reloads that change a core route's source (here its queue group) under steady
+/// traffic lose nothing: the new subscription is live before the old one goes.
+#[tokio::test]
+async fn reloads_that_change_a_core_source_lose_nothing() {
+    let service = ServiceBuilder::new()
+        .route_file("core.yaml", CORE_V1)
+        .start()
+        .await;
+    let client = service.nats_client().await;
+    let mut sub = client.subscribe("mbout.>").await.unwrap();
+    client.flush().await.unwrap();
+    let sender = client.clone();
+    const N: u64 = 3000;
+    let traffic = tokio::spawn(async move {
+        // About 1,500 messages a second for two seconds.
+        for i in 0..N {
+            sender
+                .publish(format!("mb.{i}"), json!({ "i": i }).to_string().into())
+                .await
+                .unwrap();
+            if i % 15 == 14 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        sender.flush().await.unwrap();
+    });
+    for round in 0..5 {
+        let text = CORE_V1.replace(
+            "    to:",
+            &format!("    source: {{ core: {{ queue_group: group-{round} }} }}\n    to:"),
+        );
+        std::fs::write(service.builder.routes_dir().join("core.yaml"), text).unwrap();
+        let (status, body) = service.post("/api/v1/routes/reload", &json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["started"], json!(["switch"]), "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    traffic.await.unwrap();
+    let got = collect(&mut sub, N as usize, WAIT).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for m in &got {
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        seen.insert(v["i"].as_u64().unwrap());
+    }
+    // Duplicates around a switch are allowed (and counted); losses are not.
+    let extra = drain(&mut sub, Duration::from_millis(500)).await;
+    for m in &extra {
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        seen.insert(v["i"].as_u64().unwrap());
+    }
+    assert_all(&seen, N);
+}
+
+/// A route task that dies (a panic, injected in debug builds) is started again and keeps
+/// routing; the other routes never stop; the restart is counted.
+#[tokio::test]
+async fn a_route_task_that_panics_is_restarted_and_other_routes_keep_routing() {
+    let service = ServiceBuilder::new()
+        .env("PRISM_FAULT_PANIC_SUBJECT", "boom.now")
+        .route_file(
+            "two.yaml",
+            r#"
+routes:
+  - name: fragile
+    from: "boom.{x}"
+    to: [{ subject: "boom-out.{x}" }]
+  - name: steady
+    from: "calm.{x}"
+    to: [{ subject: "calm-out.{x}" }]
+"#,
+        )
+        .start()
+        .await;
+    let client = service.nats_client().await;
+    let mut out = client.subscribe("boom-out.>").await.unwrap();
+    let mut calm = client.subscribe("calm-out.>").await.unwrap();
+    client.flush().await.unwrap();
+    client.publish("boom.now", "{}".into()).await.unwrap();
+    client.publish("calm.a", "{}".into()).await.unwrap();
+    assert_eq!(collect(&mut calm, 1, WAIT).await.len(), 1);
+    let metrics = wait_for("restart counted", WAIT, || async {
+        let text = service
+            .http
+            .get(service.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .any(|l| l.starts_with("prism_route_task_restarts_total{route=\"fragile\"} 1"))
+            .then_some(text)
+    })
+    .await;
+    assert!(metrics.contains("prism_route_task_restarts_total"));
+    assert!(service.log().contains("panicked"));
+    service.wait_ready(WAIT).await;
+    // The restarted task routes again.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fragile never routed again"
+        );
+        client.publish("boom.later", "{}".into()).await.unwrap();
+        if !collect(&mut out, 1, Duration::from_millis(300))
+            .await
+            .is_empty()
+        {
+            break;
+        }
+    }
+}

@@ -88,18 +88,22 @@ pub async fn connect_publisher(
 
 /// The router's own connection (opened on the router's thread). Slow-consumer events
 /// there mean routed messages were dropped: they are counted and logged as errors.
+/// `on_connection` hears every connection (true) and loss (false).
 pub async fn connect_router(
     nats: &NatsConfig,
     credentials: Option<&BrokerCredentials>,
     request_timeout: Duration,
     metrics: Arc<Metrics>,
+    on_connection: impl Fn(bool) + Send + Sync + 'static,
 ) -> Result<async_nats::Client, ClientError> {
+    let on_connection = Arc::new(on_connection);
     let options = options(nats, credentials, request_timeout)
         .name("prism-broker-router")
         // Room for bursts: a route task that falls behind this far is a slow consumer.
         .subscription_capacity(ROUTER_SUBSCRIPTION_CAPACITY)
         .event_callback(move |event| {
             let metrics = metrics.clone();
+            let on_connection = on_connection.clone();
             async move {
                 match event {
                     Event::SlowConsumer(sid) => {
@@ -109,8 +113,14 @@ pub async fn connect_router(
                             "router is a slow consumer: nats dropped routed messages"
                         )
                     }
-                    Event::Connected => info!("router connection up"),
-                    Event::Disconnected => warn!("router connection lost"),
+                    Event::Connected => {
+                        on_connection(true);
+                        info!("router connection up")
+                    }
+                    Event::Disconnected | Event::Closed => {
+                        on_connection(false);
+                        warn!("router connection lost")
+                    }
                     other => debug!(event = %other, "router connection event"),
                 }
             }

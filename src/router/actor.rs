@@ -17,16 +17,23 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use super::state::{ReloadStatus, RouterState};
-use super::task::{RouteTask, SourceKey, TaskDeps};
+use super::task::{Resume, RouteTask, SourceKey, TaskDeps};
 use super::watch::fingerprint;
 use crate::config::BrokerConfig;
 use crate::nats::client::{connect_router, ClientError};
 use crate::nats::server_conf::BrokerCredentials;
 use crate::routing::{RouteTable, RuleProblem, TableSettings};
 use crate::stats::Metrics;
+use crate::streams::StreamsState;
 
 /// How often the rule directories are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a core-sourced message's transient output failures are retried before it is
+/// dead-lettered.
+const CORE_RETRY_FOR: Duration = Duration::from_secs(30);
+/// How long a reload waits for a replacement task to be live before it stops the old one
+/// anyway.
+const SWITCH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What a successful reload changed.
 #[derive(Debug, Clone, Serialize)]
@@ -102,6 +109,7 @@ pub struct RouterActor {
     credentials: Option<BrokerCredentials>,
     state: Arc<RouterState>,
     metrics: Arc<Metrics>,
+    streams: Arc<StreamsState>,
     client: Option<(async_nats::Client, jetstream::Context)>,
     tasks: HashMap<String, RouteTask>,
     /// Last fingerprint seen, and whether it changed since the last reload.
@@ -115,6 +123,7 @@ impl RouterActor {
         credentials: Option<BrokerCredentials>,
         state: Arc<RouterState>,
         metrics: Arc<Metrics>,
+        streams: Arc<StreamsState>,
     ) -> Self {
         // The files as they were when the table was loaded, so an edit made between the
         // load and the first check is seen.
@@ -125,6 +134,7 @@ impl RouterActor {
             credentials,
             state,
             metrics,
+            streams,
             client: None,
             tasks: HashMap::new(),
             watched,
@@ -146,11 +156,14 @@ impl RouterActor {
                 self.config.router.partition_workers
             },
             state: self.state.clone(),
+            streams: self.streams.clone(),
+            core_retry_for: CORE_RETRY_FOR,
         })
     }
 
-    /// Starts a task for every route of the current table that has none.
-    fn start_missing(&mut self) -> Vec<String> {
+    /// Starts a task for every route of the current table that has none; a route in
+    /// `resume` continues where its replaced JetStream task stood.
+    fn start_missing(&mut self, mut resume: HashMap<String, Resume>) -> Vec<String> {
         let table = self.state.table();
         let mut started = Vec::new();
         for route in table.routes() {
@@ -158,7 +171,8 @@ impl RouterActor {
                 continue;
             }
             if let Some(deps) = self.deps(&route.name) {
-                let task = RouteTask::start(route.clone(), deps, &self.runtime);
+                let from = resume.remove(&route.name);
+                let task = RouteTask::start(route.clone(), deps, &self.runtime, from);
                 self.tasks.insert(route.name.clone(), task);
                 started.push(route.name.clone());
             }
@@ -195,11 +209,13 @@ impl Actor for RouterActor {
         let credentials = self.credentials.clone();
         let timeout = self.config.service.request_timeout.duration();
         let metrics = self.metrics.clone();
+        let state = self.state.clone();
         // Connect from the router's runtime: async-nats spawns the connection's I/O task
         // where it is connected, so the route tasks and their connection share the router's
         // thread and a message crosses no thread on its way through.
         let connecting = self.runtime.spawn(async move {
-            connect_router(&nats, credentials.as_ref(), timeout, metrics).await
+            let on_connection = move |up| state.set_connected(up);
+            connect_router(&nats, credentials.as_ref(), timeout, metrics, on_connection).await
         });
         ctx.wait(
             async move {
@@ -215,7 +231,7 @@ impl Actor for RouterActor {
                         let mut js = jetstream::new(client.clone());
                         js.set_timeout(act.config.service.request_timeout.duration());
                         act.client = Some((client, js));
-                        let started = act.start_missing();
+                        let started = act.start_missing(HashMap::new());
                         info!(routes = started.len(), "router started");
                     }
                     Err(e) => error!(error = %e, "router cannot connect to nats"),
@@ -229,7 +245,9 @@ impl Actor for RouterActor {
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
         for (_, task) in self.tasks.drain() {
-            actix::spawn(task.stop());
+            actix::spawn(async move {
+                task.stop().await;
+            });
         }
         Running::Stop
     }
@@ -278,15 +296,23 @@ impl Handler<ReloadRoutes> for RouterActor {
         };
 
         let mut kept = Vec::new();
-        let mut restart = Vec::new();
-        let mut stop = Vec::new();
+        // Replaced core sources: the new task subscribes before the old one stops.
+        let mut switch = Vec::new();
+        // Replaced JetStream sources, and gone routes: stopped first.
+        let mut stop_first = Vec::new();
         for route in table.routes() {
             match self.tasks.get(&route.name) {
                 Some(task) if task.key == SourceKey::of(route) => {
                     task.update(route.clone());
                     kept.push(route.name.clone());
                 }
-                Some(_) => restart.push(route.name.clone()),
+                Some(task) if !task.key.is_jetstream() && !SourceKey::of(route).is_jetstream() => {
+                    switch.push(route.name.clone())
+                }
+                Some(_) => stop_first.push((
+                    route.name.clone(),
+                    SourceKey::of(route).stream().map(String::from),
+                )),
                 None => {}
             }
         }
@@ -297,9 +323,23 @@ impl Handler<ReloadRoutes> for RouterActor {
             .filter(|name| !names.contains(&name.as_str()))
             .cloned()
             .collect();
-        for name in gone.iter().chain(restart.iter()) {
+        let mut stopping = Vec::new();
+        for name in &gone {
             if let Some(task) = self.tasks.remove(name) {
-                stop.push(task);
+                stopping.push((name.clone(), None, task));
+            }
+        }
+        for (name, stream) in stop_first {
+            if let Some(task) = self.tasks.remove(&name) {
+                // Its position is handed over only within the same stream.
+                let same_stream = stream.is_some() && stream.as_deref() == task.key.stream();
+                stopping.push((name, same_stream.then_some(()), task));
+            }
+        }
+        let mut replaced = Vec::new();
+        for name in &switch {
+            if let Some(task) = self.tasks.remove(name) {
+                replaced.push((name.clone(), task));
             }
         }
         let version = self.state.install(table.clone());
@@ -312,15 +352,48 @@ impl Handler<ReloadRoutes> for RouterActor {
             problems: Vec::new(),
         });
         let routes = table.routes().len();
+        let state = self.state.clone();
         AtomicResponse::new(Box::pin(
             async move {
-                for task in stop {
-                    task.stop().await;
+                let mut resume = HashMap::new();
+                for (name, hand_over, task) in stopping {
+                    let at = task.stop().await;
+                    if let (Some(()), Some(at)) = (hand_over, at) {
+                        resume.insert(name, at);
+                    }
                 }
+                resume
             }
             .into_actor(self)
-            .map(move |(), act, _ctx| {
-                let started = act.start_missing();
+            .map(|resume, act, _ctx| {
+                let started = act.start_missing(resume);
+                let ids: Vec<(String, u64)> = replaced
+                    .iter()
+                    .filter_map(|(name, _)| act.tasks.get(name).map(|t| (name.clone(), t.id)))
+                    .collect();
+                (started, ids, replaced)
+            })
+            .then(move |(started, ids, replaced), act, _ctx| {
+                async move {
+                    // Make before break: the old subscription stays until the new one is live.
+                    let deadline = tokio::time::Instant::now() + SWITCH_DEADLINE;
+                    while ids.iter().any(|(name, _)| !state.is_live(name))
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    for (name, task) in replaced {
+                        if !state.is_live(&name) {
+                            warn!(route = %name, "replacement task not live in time; stopping the old one anyway");
+                        }
+                        task.retire();
+                        task.stop().await;
+                    }
+                    started
+                }
+                .into_actor(act)
+            })
+            .map(move |started, _act, _ctx| {
                 info!(reason = %msg.reason, version, routes, kept = kept.len(), started = started.len(),
                     stopped = gone.len(), "routes reloaded");
                 Ok(ReloadReport {

@@ -1,10 +1,15 @@
-//! The live router: the `RouterActor` owns the active route table and one task per route
-//! ([`task`]); tasks consume core subscriptions or JetStream durables, run messages through
-//! the compiled rules and publish the outputs ([`output`]); the table reloads on file
-//! change ([`watch`]), SIGHUP and the API, atomically and only when valid ([`state`]).
+//! The live router: the `RouterActor` owns the active route table and one supervised task
+//! per route ([`task`]); tasks consume core subscriptions ([`core`]) or JetStream durables
+//! ([`jetstream`]), run messages through the compiled rules and publish the outputs, retrying
+//! transient failures and dead-lettering what can never succeed ([`process`], [`output`]);
+//! the table reloads on file change ([`watch`]), SIGHUP and the API, atomically and only when
+//! valid ([`state`]).
 
 pub mod actor;
+mod core;
+mod jetstream;
 pub mod output;
+mod process;
 pub mod state;
 pub mod task;
 pub mod watch;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::routing::route::{HEADER_ERROR, HEADER_ORIGINAL_SUBJECT, HEADER_ROUTE};
 use crate::routing::{Headers, OutputMessage};
+use crate::streams::AckFailure;
 
 /// Headers of an incoming message in the rule language's form.
 pub fn from_nats(headers: Option<&HeaderMap>) -> Headers {
@@ -43,47 +44,69 @@ pub enum Sent {
     JetStream(PublishAckFuture),
 }
 
+/// Why an output was not published, and whether sending it again may succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFailure {
+    pub error: String,
+    /// No responders, no ack in time, no connection, no room: retry, never dead-letter.
+    pub transient: bool,
+    /// A JetStream output refused for lack of room (its stream is marked as refusing).
+    pub no_room: bool,
+}
+
+impl OutputFailure {
+    fn jetstream(subject: &str, e: &async_nats::jetstream::context::PublishError) -> Self {
+        let failure = AckFailure::of(e);
+        OutputFailure {
+            error: format!("publish to {subject} failed: {}", failure.summary()),
+            transient: failure.is_transient(),
+            no_room: matches!(failure, AckFailure::NoRoom(_)),
+        }
+    }
+}
+
 /// Sends one output. Core publishes are queued on the connection; JetStream ones return
-/// the ack future so the caller can keep several in flight, in order.
+/// the ack future so the caller can keep several in flight, in order. The message is only
+/// borrowed, so a failed one can be sent again.
 pub async fn send(
     client: &async_nats::Client,
     js: &JetStream,
-    out: OutputMessage,
-) -> Result<Sent, String> {
-    let OutputMessage {
-        subject,
-        headers,
-        payload,
-        jetstream,
-        msg_id,
-    } = out;
-    let headers = to_nats(&headers, msg_id.as_deref());
-    if jetstream {
-        let message = PublishMessage::build().payload(payload).headers(headers);
+    out: &OutputMessage,
+) -> Result<Sent, OutputFailure> {
+    let headers = to_nats(&out.headers, out.msg_id.as_deref());
+    let subject = out.subject.clone();
+    if out.jetstream {
+        let message = PublishMessage::build()
+            .payload(out.payload.clone())
+            .headers(headers);
         js.send_publish(subject, message)
             .await
             .map(Sent::JetStream)
-            .map_err(|e| e.to_string())
-    } else if headers.is_empty() {
-        client
-            .publish(subject, payload)
-            .await
-            .map(|()| Sent::Core)
-            .map_err(|e| e.to_string())
+            .map_err(|e| OutputFailure::jetstream(&out.subject, &e))
     } else {
-        client
-            .publish_with_headers(subject, headers, payload)
-            .await
-            .map(|()| Sent::Core)
-            .map_err(|e| e.to_string())
+        let sent = if headers.is_empty() {
+            client.publish(subject, out.payload.clone()).await
+        } else {
+            client
+                .publish_with_headers(subject, headers, out.payload.clone())
+                .await
+        };
+        sent.map(|()| Sent::Core).map_err(|e| OutputFailure {
+            error: format!("publish to {} failed: {e}", out.subject),
+            transient: e.kind() != async_nats::client::PublishErrorKind::MaxPayloadExceeded,
+            no_room: false,
+        })
     }
 }
 
 /// Waits for the stream's ack of a JetStream send.
-pub async fn confirm(sent: Sent) -> Result<(), String> {
+pub async fn confirm(subject: &str, sent: Sent) -> Result<(), OutputFailure> {
     match sent {
         Sent::Core => Ok(()),
-        Sent::JetStream(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Sent::JetStream(ack) => ack
+            .await
+            .map(|_| ())
+            .map_err(|e| OutputFailure::jetstream(subject, &e)),
     }
 }
 
@@ -103,7 +126,7 @@ pub fn publish_failure_letter(
             }
         }
     }
-    let error: String = format!("publish failed: {error}")
+    let error: String = error
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(512)

@@ -1,10 +1,17 @@
 //! What handlers may know about the router without asking the actor: the active route
-//! table and its version, and how the last reload went.
+//! table and its version, how the last reload went, and which routes really consume.
+//!
+//! A route is live while its task says it is subscribed (core) or consuming (JetStream)
+//! *on the current connection*: every reconnection of the router's connection starts a new
+//! epoch, and a route counts as live again only once its task confirmed it for that epoch
+//! (a core subscription flushed, a durable consumer checked or re-created).
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
+
+use tokio::sync::watch;
 
 use crate::routing::{RouteTable, RuleProblem};
 
@@ -22,8 +29,13 @@ pub struct RouterState {
     table: RwLock<Arc<RouteTable>>,
     version: AtomicU64,
     last_reload: RwLock<Option<ReloadStatus>>,
-    /// Routes whose task is subscribed or consuming right now.
-    live: Mutex<HashSet<String>>,
+    /// Routes whose task is subscribed or consuming: the task's id and the connection epoch
+    /// it said so in. During a reload two tasks of one route may overlap; the newest wins.
+    live: Mutex<HashMap<String, (u64, u64)>>,
+    /// The router's connection is up.
+    connected: AtomicBool,
+    /// Bumped at every (re)connection of the router's connection.
+    epoch: watch::Sender<u64>,
 }
 
 impl RouterState {
@@ -33,8 +45,28 @@ impl RouterState {
             table: RwLock::new(Arc::new(table)),
             version: AtomicU64::new(1),
             last_reload: RwLock::new(None),
-            live: Mutex::new(HashSet::new()),
+            live: Mutex::new(HashMap::new()),
+            connected: AtomicBool::new(false),
+            epoch: watch::channel(0).0,
         }
+    }
+
+    /// The router's connection went up (a new epoch) or down.
+    pub(crate) fn set_connected(&self, connected: bool) {
+        let was = self.connected.swap(connected, Ordering::AcqRel);
+        if connected && !was {
+            self.epoch.send_modify(|e| *e += 1);
+        }
+    }
+
+    /// Changes at every (re)connection of the router's connection.
+    pub(crate) fn watch_epoch(&self) -> watch::Receiver<u64> {
+        self.epoch.subscribe()
+    }
+
+    /// The current connection epoch (0 before the first connection).
+    pub(crate) fn epoch(&self) -> u64 {
+        *self.epoch.borrow()
     }
 
     pub fn table(&self) -> Arc<RouteTable> {
@@ -57,9 +89,17 @@ impl RouterState {
         self.version.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// True while the route's task is subscribed (core) or consuming (JetStream).
+    /// True while the route's task is subscribed (core) or consuming (JetStream) on the
+    /// current connection.
     pub fn is_live(&self, route: &str) -> bool {
-        self.live.lock().map(|l| l.contains(route)).unwrap_or(false)
+        if !self.connected.load(Ordering::Acquire) {
+            return false;
+        }
+        let epoch = self.epoch();
+        self.live
+            .lock()
+            .map(|l| l.get(route).is_some_and(|(_, e)| *e == epoch))
+            .unwrap_or(false)
     }
 
     /// Routes of the active table whose task is not subscribed or consuming.
@@ -73,12 +113,22 @@ impl RouterState {
             .collect()
     }
 
-    pub(crate) fn set_live(&self, route: &str, live: bool) {
-        if let Ok(mut set) = self.live.lock() {
-            if live {
-                set.insert(route.to_string());
-            } else {
-                set.remove(route);
+    /// Task `task` of `route` confirmed it consumes on the connection of `epoch`. An older
+    /// task of the same route (ids grow) does not take over from a newer one.
+    pub(crate) fn set_live(&self, route: &str, task: u64, epoch: u64) {
+        if let Ok(mut live) = self.live.lock() {
+            let entry = live.entry(route.to_string()).or_insert((task, epoch));
+            if entry.0 <= task {
+                *entry = (task, epoch);
+            }
+        }
+    }
+
+    /// Task `task` of `route` stopped consuming (a newer task's word stays).
+    pub(crate) fn set_not_live(&self, route: &str, task: u64) {
+        if let Ok(mut live) = self.live.lock() {
+            if live.get(route).is_some_and(|(t, _)| *t == task) {
+                live.remove(route);
             }
         }
     }

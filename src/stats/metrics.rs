@@ -256,6 +256,9 @@ impl Metrics {
             dead_lettered: f.dead_lettered.with_label_values(label),
             dropped: f.dropped.with_label_values(label),
             passed_through: f.passed_through.with_label_values(label),
+            retried: f.retried.with_label_values(label),
+            task_restarts: f.task_restarts.with_label_values(label),
+            switch_overlap: f.switch_overlap.with_label_values(label),
             processing: f.processing.with_label_values(label),
             age: f.age.with_label_values(label),
             consumed_total: self.messages_consumed.clone(),
@@ -319,6 +322,9 @@ pub struct RouteMetrics {
     dead_lettered: IntCounter,
     dropped: IntCounter,
     passed_through: IntCounter,
+    retried: IntCounter,
+    task_restarts: IntCounter,
+    switch_overlap: IntCounter,
     processing: Histogram,
     age: Histogram,
     consumed_total: IntCounter,
@@ -337,6 +343,9 @@ pub struct RouteCounts {
     pub dead_lettered: u64,
     pub dropped: u64,
     pub passed_through: u64,
+    pub retried: u64,
+    pub task_restarts: u64,
+    pub switch_overlap: u64,
 }
 
 impl RouteMetrics {
@@ -385,6 +394,22 @@ impl RouteMetrics {
         self.passed_through.inc();
     }
 
+    /// An output that failed transiently was sent again.
+    pub fn retried(&self) {
+        self.retried.inc();
+    }
+
+    /// The route's task ended unexpectedly (a panic) and was started again.
+    pub fn task_restarted(&self) {
+        self.task_restarts.inc();
+    }
+
+    /// A message handled by a route's previous task after its replacement (a reload that
+    /// changed the source) was live: it may have been handled twice.
+    pub fn switch_overlap(&self) {
+        self.switch_overlap.inc();
+    }
+
     /// Time spent routing one message (match to last publish).
     pub fn observe_processing(&self, elapsed: Duration) {
         self.processing.observe(elapsed.as_secs_f64());
@@ -408,6 +433,9 @@ impl RouteMetrics {
             dead_lettered: self.dead_lettered.get(),
             dropped: self.dropped.get(),
             passed_through: self.passed_through.get(),
+            retried: self.retried.get(),
+            task_restarts: self.task_restarts.get(),
+            switch_overlap: self.switch_overlap.get(),
         }
     }
 
@@ -433,6 +461,9 @@ struct RouteFamilies {
     dead_lettered: IntCounterVec,
     dropped: IntCounterVec,
     passed_through: IntCounterVec,
+    retried: IntCounterVec,
+    task_restarts: IntCounterVec,
+    switch_overlap: IntCounterVec,
     processing: HistogramVec,
     age: HistogramVec,
 }
@@ -491,6 +522,18 @@ impl RouteFamilies {
                 "prism_route_messages_passed_through_total",
                 "Failed messages published unchanged (on_error: pass_through), by route",
             )?,
+            retried: c(
+                "prism_route_output_retries_total",
+                "Outputs sent again after a transient failure (no responders, no ack, no room), by route",
+            )?,
+            task_restarts: c(
+                "prism_route_task_restarts_total",
+                "Route tasks started again after ending unexpectedly (a panic), by route",
+            )?,
+            switch_overlap: c(
+                "prism_route_switch_overlap_total",
+                "Messages handled by a route's previous task after a reload's new one was live (possible duplicates), by route",
+            )?,
             processing,
             age,
         })
@@ -507,6 +550,9 @@ impl RouteFamilies {
             &self.dead_lettered,
             &self.dropped,
             &self.passed_through,
+            &self.retried,
+            &self.task_restarts,
+            &self.switch_overlap,
         ] {
             let _ = vec.remove_label_values(label);
         }

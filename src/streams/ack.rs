@@ -79,6 +79,20 @@ impl AckFailure {
         )
     }
 
+    /// A short lowercase description (for router errors and headers).
+    pub fn summary(&self) -> String {
+        match self {
+            AckFailure::NoResponders => {
+                "no responders (the stream has no leader or is missing)".into()
+            }
+            AckFailure::TimedOut => "no acknowledgement in time".into(),
+            AckFailure::Disconnected => "connection lost before the acknowledgement".into(),
+            AckFailure::NoRoom(reason) => format!("no room: {reason}"),
+            AckFailure::TooLarge(reason) => format!("too large: {reason}"),
+            AckFailure::Rejected(reason) => format!("refused: {reason}"),
+        }
+    }
+
     /// A lowercase description naming the stream.
     pub fn describe(&self, stream: &str) -> String {
         match self {

@@ -100,6 +100,7 @@ fn route_handle_counts_its_series_and_the_message_totals() {
             dead_lettered: 1,
             dropped: 1,
             passed_through: 1,
+            ..RouteCounts::default()
         }
     );
     // The status endpoints' totals move with the route's counters.

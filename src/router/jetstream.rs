@@ -1,0 +1,335 @@
+//! JetStream sources: a durable pull consumer. A message is acknowledged only after every
+//! output was published and, for JetStream outputs, acked by its stream (or its dead letter
+//! was stored). An output that fails transiently is sent again in place, with a growing
+//! pause and `+WPI` progress acks, so the attempt never spends the route's `max_deliver`;
+//! only messages that can never succeed are dead-lettered, and terminated once their dead
+//! letter is acked.
+//!
+//! The task remembers where it stands in the input stream ([`Resume`]: the first sequence
+//! not known to be handled, and the stream's creation time). A consumer that disappears (a
+//! nats-server restart with a memory stream, someone deleting it) is re-created from there,
+//! or from the stream's first message if the stream itself was created anew, so nothing the
+//! stream holds is skipped; duplicates are possible (at-least-once). After every
+//! reconnection the consumer is checked before the route counts as live again.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, Consumer, DeliverPolicy};
+use async_nats::jetstream::context::Context as JetStream;
+use async_nats::jetstream::AckKind;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::output;
+use super::process::{self, Pending, Processor, Settled, TaskDeps};
+use super::task::{Resume, TaskControl};
+
+/// Longest wait between attempts to (re)create a consumer.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Messages held at most per task (also bounded by the consumer's `max_ack_pending`).
+const WINDOW: usize = 4096;
+/// Idle heartbeat of the pull requests: two missed ones mean the consumer is gone.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// The durable consumer of a JetStream-sourced route.
+pub struct ConsumerSpec {
+    pub stream: String,
+    pub durable: String,
+    pub ack_wait: Duration,
+    pub max_ack_pending: i64,
+    pub max_deliver: i64,
+}
+
+/// Where the task stands in its input stream.
+#[derive(Debug, Default)]
+struct Position {
+    resume: Option<Resume>,
+    /// Stream sequences received and not yet acknowledged or terminated.
+    outstanding: BTreeSet<u64>,
+    /// The highest stream sequence handled.
+    handled_max: u64,
+}
+
+impl Position {
+    /// Bound to the consumer of the stream created at `created`; `next` is where that
+    /// consumer stands when nothing better is known.
+    fn bind(&mut self, created: time::OffsetDateTime, next: u64) {
+        match self.resume {
+            Some(r) if r.stream_created == created => {}
+            _ => {
+                self.outstanding.clear();
+                self.handled_max = 0;
+                self.resume = Some(Resume {
+                    stream_created: created,
+                    next,
+                });
+            }
+        }
+    }
+
+    fn received(&mut self, seq: u64) {
+        self.outstanding.insert(seq);
+    }
+
+    fn handled(&mut self, seq: u64) {
+        self.outstanding.remove(&seq);
+        self.handled_max = self.handled_max.max(seq);
+        if let Some(resume) = &mut self.resume {
+            resume.next = match self.outstanding.first() {
+                Some(first) => *first,
+                None => resume.next.max(self.handled_max + 1),
+            };
+        }
+    }
+}
+
+pub async fn run(
+    mut processor: Processor,
+    control: TaskControl,
+    spec: ConsumerSpec,
+    resume: Option<Resume>,
+) -> Option<Resume> {
+    let name = processor.route.name.clone();
+    let mut stop = control.stop.clone();
+    let mut position = Position {
+        resume,
+        ..Default::default()
+    };
+    let mut retry = Duration::from_millis(250);
+    loop {
+        let result = consume(&mut processor, &control, &spec, &mut position).await;
+        processor.deps.state.set_not_live(&name, control.id);
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                // The first attempts at start-up often race the stream actor: not a warning yet.
+                if retry >= Duration::from_secs(1) {
+                    warn!(route = %name, stream = %spec.stream, durable = %spec.durable, error = %e,
+                        "jetstream source interrupted; retrying");
+                } else {
+                    info!(route = %name, stream = %spec.stream, error = %e, "jetstream source not ready; retrying");
+                }
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = tokio::time::sleep(retry) => {}
+                }
+                retry = (retry * 2).min(MAX_RETRY);
+            }
+        }
+    }
+    position.resume
+}
+
+/// Gets or creates the durable consumer (following its stream's replicas), re-creating it
+/// from where the route stood when its settings changed or it is gone.
+async fn ensure_consumer(
+    js: &JetStream,
+    filter: &str,
+    spec: &ConsumerSpec,
+    position: &mut Position,
+) -> Result<Consumer<pull::Config>, String> {
+    let stream = js
+        .get_stream(&spec.stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let info = stream.cached_info();
+    let (created, replicas, last) = (
+        info.created,
+        info.config.num_replicas,
+        info.state.last_sequence,
+    );
+    let mut config = pull::Config {
+        durable_name: Some(spec.durable.clone()),
+        filter_subject: filter.to_string(),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: spec.ack_wait,
+        max_ack_pending: spec.max_ack_pending,
+        max_deliver: spec.max_deliver,
+        num_replicas: replicas,
+        deliver_policy: DeliverPolicy::New,
+        ..Default::default()
+    };
+    if let Ok(existing) = stream.get_consumer::<pull::Config>(&spec.durable).await {
+        let have = &existing.cached_info().config;
+        let same = have.filter_subject == config.filter_subject
+            && have.ack_wait == config.ack_wait
+            && have.max_ack_pending == config.max_ack_pending
+            && have.max_deliver == config.max_deliver
+            && (have.num_replicas == replicas || have.num_replicas == 0);
+        position.bind(
+            created,
+            existing.cached_info().ack_floor.stream_sequence + 1,
+        );
+        if same {
+            return Ok(existing);
+        }
+        info!(durable = %spec.durable, "consumer settings changed; re-creating it where it stood");
+        stream
+            .delete_consumer(&spec.durable)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let (policy, next) = match position.resume {
+        // Same stream: from the first message not known to be handled.
+        Some(r) if r.stream_created == created => {
+            let start = r.next.max(1);
+            (
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                start,
+            )
+        }
+        // The stream was created anew (its sequences restarted): all it holds is new.
+        Some(_) => (DeliverPolicy::All, 1),
+        // A route's first consumer starts with what arrives from now on.
+        None => (DeliverPolicy::New, last + 1),
+    };
+    if position.resume.is_some() {
+        info!(durable = %spec.durable, ?policy, "creating the route's consumer where the route stood");
+    }
+    position.bind(created, next);
+    config.deliver_policy = policy;
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Finishes one message: ack when done, nak (or dead-letter on its last delivery) when the
+/// route stops while its outputs still fail. Returns its stream sequence.
+async fn finish(
+    deps: TaskDeps,
+    mut pending: Pending,
+    msg: async_nats::jetstream::Message,
+    max_deliver: i64,
+    mut stop: watch::Receiver<bool>,
+) -> u64 {
+    let (seq, delivered) = msg
+        .info()
+        .map(|i| (i.stream_sequence, i.delivered))
+        .unwrap_or((0, 1));
+    let last_delivery = max_deliver > 0 && delivered >= max_deliver;
+    let progress = || async {
+        // Extends the ack deadline while the outputs are retried.
+        let _ = msg.ack_with(AckKind::Progress).await;
+    };
+    let settled = process::settle(&deps, &mut pending, None, &mut stop, progress).await;
+    let route = process::route_name(&pending).to_string();
+    let acked = match settled {
+        Settled::Done => msg.ack().await,
+        Settled::Interrupted if last_delivery => {
+            if process::dead_letter_interrupted(
+                &deps,
+                &mut pending,
+                "route stopped while its outputs were failing on the last allowed delivery",
+            )
+            .await
+            {
+                msg.ack_with(AckKind::Term).await
+            } else {
+                msg.ack_with(AckKind::Nak(None)).await
+            }
+        }
+        // Offered again at once, to this or another broker.
+        Settled::Interrupted => msg.ack_with(AckKind::Nak(None)).await,
+        Settled::Lost(error) => {
+            warn!(route = %route, delivered, %error, "message left in its stream: neither its outputs nor its dead letter could be published");
+            msg.ack_with(AckKind::Nak(Some(Duration::from_secs(10))))
+                .await
+        }
+    };
+    if let Err(e) = acked {
+        warn!(route = %route, error = %e, "cannot acknowledge; the message will be redelivered");
+    }
+    seq
+}
+
+/// Consumes until `stop` flips (Ok) or the consumer fails (Err, retried by the caller).
+async fn consume(
+    processor: &mut Processor,
+    control: &TaskControl,
+    spec: &ConsumerSpec,
+    position: &mut Position,
+) -> Result<(), String> {
+    let filter = processor.route.subscription().to_string();
+    let state = processor.deps.state.clone();
+    let mut epochs = state.watch_epoch();
+    let epoch = *epochs.borrow_and_update();
+    let mut consumer = ensure_consumer(&processor.deps.js, &filter, spec, position).await?;
+    let batch = usize::try_from(spec.max_ack_pending)
+        .unwrap_or(WINDOW)
+        .clamp(1, 512);
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .heartbeat(HEARTBEAT)
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    info!(route = %processor.route.name, stream = %spec.stream, durable = %spec.durable, "route consuming");
+    state.set_live(&processor.route.name, control.id, epoch);
+    let window_cap = usize::try_from(spec.max_ack_pending)
+        .unwrap_or(WINDOW)
+        .clamp(1, WINDOW);
+    let mut stop = control.stop.clone();
+    let retiring = control.retiring.clone();
+    let mut window = FuturesOrdered::new();
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break Ok(()),
+            Some(seq) = window.next(), if !window.is_empty() => position.handled(seq),
+            changed = epochs.changed() => {
+                if changed.is_err() {
+                    break Ok(());
+                }
+                // Reconnected: the consumer may be gone with a restarted server.
+                let epoch = *epochs.borrow_and_update();
+                match consumer.info().await {
+                    Ok(_) => state.set_live(&processor.route.name, control.id, epoch),
+                    Err(e) => break Err(format!("consumer not found after a reconnection: {e}")),
+                }
+            }
+            next = messages.next(), if window.len() < window_cap => match next {
+                None => break Err("consumer stream ended".to_string()),
+                Some(Err(e)) => break Err(e.to_string()),
+                Some(Ok(msg)) => {
+                    if *retiring.borrow() {
+                        processor.deps.metrics.switch_overlap();
+                    }
+                    if let Ok(info) = msg.info() {
+                        position.received(info.stream_sequence);
+                    }
+                    let headers = output::from_nats(msg.message.headers.as_ref());
+                    let payload = msg.message.payload.clone();
+                    let subject = msg.message.subject.to_string();
+                    let pending = processor.run(&subject, headers, payload).await;
+                    window.push_back(finish(
+                        processor.deps.clone(),
+                        pending,
+                        msg,
+                        spec.max_deliver,
+                        control.stop.clone(),
+                    ));
+                }
+            }
+        }
+    };
+    while let Some(seq) = window.next().await {
+        position.handled(seq);
+    }
+    // Messages already pulled but not handled: offered again at once, not after ack_wait.
+    let mut released = 0;
+    while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
+        let _ = msg.ack_with(AckKind::Nak(None)).await;
+        released += 1;
+    }
+    if released > 0 {
+        debug!(route = %processor.route.name, released, "released pulled messages");
+    }
+    result
+}

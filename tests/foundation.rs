@@ -56,7 +56,7 @@ async fn ready_is_503_with_the_error_envelope_until_nats_is_up() {
             "nats.url",
             json!(format!("nats://127.0.0.1:{}", nothing.port)),
         );
-    let service = builder.start_unready();
+    let service = builder.start_listening().await;
     let (status, body) = wait_for("/ready answers", Duration::from_secs(20), || async {
         let r = service.http.get(service.url("/ready")).send().await.ok()?;
         let status = r.status().as_u16();

@@ -109,39 +109,45 @@ pub fn reserve_cluster_port() -> ReservedPort {
     panic!("no port free in {first}..{low} for a cluster seed");
 }
 
-/// Waits for `path` to hold a JSON document that `accept` takes, failing early when
-/// `child` exits first.
-fn wait_for_json<T>(
-    what: &str,
-    path: &Path,
+/// The HTTP client of a [`Service`]. An idle pooled connection is dropped after 2 s, before
+/// the broker's keep-alive (actix-web: 5 s) closes it: reusing a connection the server is
+/// closing at that very moment answers "connection reset" instead of a response.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+/// One look at a broker's ports file: its ports once `child` wrote it, None before; panics
+/// when the child exited first or `end` passed.
+fn poll_ports_file(
+    builder: &ServiceBuilder,
     child: &mut Child,
-    log: &dyn Fn() -> String,
-    accept: impl Fn(&Value) -> Option<T>,
-) -> T {
-    let end = Instant::now() + PORTS_DEADLINE;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Some(found) = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| accept(&v))
-            {
-                return found;
-            }
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "{what}: the process exited ({status}) before writing its ports; log:\n{}",
-                log()
-            );
-        }
-        if Instant::now() >= end {
-            panic!(
-                "{what}: no ports file within {PORTS_DEADLINE:?}; log:\n{}",
-                log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    end: Instant,
+) -> Option<ServicePorts> {
+    let pid = child.id();
+    let found = std::fs::read_to_string(builder.ports_file())
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|v| ServicePorts::from_json(&v))
+        .filter(|ports| ports.pid == pid);
+    if found.is_some() {
+        return found;
     }
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!(
+            "prism-broker exited ({status}) before it listened; log:\n{}",
+            builder.log()
+        );
+    }
+    if Instant::now() >= end {
+        panic!(
+            "prism-broker wrote no ports file within {PORTS_DEADLINE:?}; log:\n{}",
+            builder.log()
+        );
+    }
+    None
 }
 
 /// Polls `check` every 20 ms until it returns `Some` or `deadline` passes.
@@ -210,7 +216,7 @@ impl NatsServer {
                         panic!("nats-server exited ({status}): {}", log());
                     }
                     assert!(Instant::now() < end, "nats-server: {e}; log:\n{}", log());
-                    std::thread::sleep(Duration::from_millis(20));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         };
@@ -396,29 +402,34 @@ impl ServiceBuilder {
 
     /// Starts the service and waits until `/ready` answers 200.
     pub async fn start(self) -> Service {
-        let service = self.start_unready();
+        let service = self.start_listening().await;
         service.wait_ready(Duration::from_secs(20)).await;
         service
     }
 
     /// Starts the service and waits until it listens (its ports file is written), not
-    /// for readiness. Blocks the calling thread meanwhile.
+    /// for readiness.
+    pub async fn start_listening(self) -> Service {
+        let mut child = self.spawn(None);
+        let end = Instant::now() + PORTS_DEADLINE;
+        loop {
+            if let Some(ports) = poll_ports_file(&self, &mut child, end) {
+                return Service::new(self, child, ports);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// [`ServiceBuilder::start_listening`] for callers that cannot await; blocks the
+    /// calling thread meanwhile.
     pub fn start_unready(self) -> Service {
         let mut child = self.spawn(None);
-        let pid = child.id();
-        let ports = wait_for_json(
-            "prism-broker",
-            &self.ports_file(),
-            &mut child,
-            &|| self.log(),
-            |v| ServicePorts::from_json(v).filter(|p| p.pid == pid),
-        );
-        Service {
-            base: format!("http://127.0.0.1:{}", ports.api),
-            http: reqwest::Client::new(),
-            ports,
-            builder: self,
-            child: Some(child),
+        let end = Instant::now() + PORTS_DEADLINE;
+        loop {
+            if let Some(ports) = poll_ports_file(&self, &mut child, end) {
+                return Service::new(self, child, ports);
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -434,6 +445,16 @@ pub struct Service {
 }
 
 impl Service {
+    fn new(builder: ServiceBuilder, child: Child, ports: ServicePorts) -> Service {
+        Service {
+            base: format!("http://127.0.0.1:{}", ports.api),
+            http: http_client(),
+            ports,
+            builder,
+            child: Some(child),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }

@@ -18,7 +18,7 @@ test: deps
 	./target/debug/prism-broker --config $(CONFIG) check
 	./target/debug/prism-broker --config $(CONFIG) test tests/routes
 	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --no-fail-fast; \
+		cargo nextest run --no-fail-fast --retries 0; \
 	else \
 		cargo test --no-fail-fast; \
 	fi

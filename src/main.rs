@@ -115,8 +115,10 @@ async fn run(config: BrokerConfig, listener: TcpListener) -> anyhow::Result<()> 
 fn init_tracing(config: &BrokerConfig) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.service.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a terminal: a log file or journal gets plain `key=value` fields.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.service.log_format {
         LogFormat::Json => builder.json().init(),

@@ -1,15 +1,22 @@
 //! Start-up and shutdown of the whole service, as `main.rs` and the tests run it:
 //! supervise (or find) NATS, connect the shared client, serve HTTP on an already-bound
 //! listener until `shutdown` resolves, then stop HTTP, the client and the child in order.
+//!
+//! Ports configured as `0` are picked at start (the API port by the OS when `main.rs`
+//! binds, the NATS ports by nats-server); the config shared with the rest of the service
+//! carries the real ports from then on. Once everything listens they are logged
+//! (`prism-broker listening`) and, with `service.ports_file`, written to a JSON file.
 
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Addr, Supervisor};
 use actix_web::{web, App, HttpServer};
-use tracing::{info, warn};
+use serde_json::json;
+use tracing::{error, info, warn};
 
 use crate::api::{self, publish::Publisher, publish::Publishers, AppState};
 use crate::config::BrokerConfig;
@@ -36,23 +43,29 @@ pub enum ServiceError {
     Routes(Vec<RuleProblem>),
     #[error("http server failed: {0}")]
     Http(#[from] std::io::Error),
+    #[error("cannot write the ports file {path} (service.ports_file): {source}")]
+    PortsFile {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the service until `shutdown` resolves. Must be called inside an actix `System`.
 pub async fn run(
-    config: BrokerConfig,
+    mut config: BrokerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServiceError> {
-    let config = Arc::new(config);
     // Rules first: a service that would start without its routes is refused (exit 2).
     let table = RouteTable::load_for(&config).map_err(|e| ServiceError::Routes(e.problems()))?;
     let metrics = Arc::new(Metrics::new()?);
-    let nats_cfg = &config.nats;
+    let api_addr = listener.local_addr()?;
+    config.service.port = api_addr.port();
     let mut credentials = None;
     let mut process: Option<Addr<NatsProcessActor>> = None;
 
-    let nats_state = if nats_cfg.auto_start {
+    let nats_state = if config.nats.auto_start {
+        let nats_cfg = &config.nats;
         let binary = nats::find_binary(&nats_cfg.binary)?;
         credentials = server_conf::broker_credentials(nats_cfg);
         let state = Arc::new(NatsState::supervised(ServerPorts {
@@ -70,14 +83,24 @@ pub async fn run(
         let addr = Supervisor::start(move |_| {
             NatsProcessActor::new(actor_cfg, binary, actor_credentials, actor_state)
         });
-        let pid = addr.send(StartServer).await??;
-        info!(pid, port = nats_cfg.port, "supervised nats-server is ready");
+        let (pid, ports) = addr.send(StartServer).await??;
+        // From here on the config names the real ports (the client connects to them).
+        nats::process::pin_ports(&mut config.nats, ports);
+        info!(
+            pid,
+            port = ports.client,
+            http_port = ports.http,
+            cluster_port = ports.cluster,
+            "supervised nats-server is ready"
+        );
         process = Some(addr);
         state
     } else {
-        info!(urls = ?nats_cfg.client_urls(), "using external nats");
+        info!(urls = ?config.nats.client_urls(), "using external nats");
         Arc::new(NatsState::external())
     };
+    let config = Arc::new(config);
+    let nats_cfg = &config.nats;
 
     let client = nats::connect(
         nats_cfg,
@@ -137,7 +160,7 @@ pub async fn run(
     let reload_on_hangup = reload_on_sighup(router_actor.clone())?;
     let app_state = web::Data::new(AppState {
         config: config.clone(),
-        nats: nats_state,
+        nats: nats_state.clone(),
         client: client.clone(),
         streams,
         stream_actor,
@@ -175,13 +198,29 @@ pub async fn run(
     .disable_signals()
     .shutdown_timeout(config.service.shutdown_timeout.duration().as_secs().max(1))
     .workers(workers);
-    let addr = listener.local_addr()?;
     let server = server.listen(listener)?.run();
     let handle = server.handle();
-    info!(%addr, "http api listening");
-
     let server_task = actix_rt::spawn(server);
-    shutdown.await;
+    let ports = nats_state.ports();
+    info!(
+        api = %api_addr,
+        nats_port = ports.client,
+        nats_http_port = ports.http,
+        nats_cluster_port = ports.cluster,
+        "prism-broker listening"
+    );
+
+    let ports_file = config.service.ports_file.as_deref();
+    let failed = match ports_file {
+        Some(path) => write_ports_file(path, &listen_info(&config, api_addr, &nats_state)).err(),
+        None => None,
+    };
+    match &failed {
+        Some(e) => {
+            error!(error = %e, "stopping: the ports file was asked for but cannot be written")
+        }
+        None => shutdown.await,
+    }
     info!("shutting down: answering new requests with 503 while in-flight ones finish");
     let left = drain_state
         .drain
@@ -214,7 +253,61 @@ pub async fn run(
     if let Some(process) = process {
         process.send(StopServer).await?;
     }
+    if let Some(path) = ports_file {
+        // Nothing listens there any more.
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
     info!("shutdown complete");
+    Ok(())
+}
+
+/// What `service.ports_file` holds: the broker's pid and the addresses it listens on.
+fn listen_info(config: &BrokerConfig, api: SocketAddr, nats: &NatsState) -> serde_json::Value {
+    let api_host = match api.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        ip if ip.is_ipv6() => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let ports = nats.ports();
+    let nonzero = |port: u16| (nats.supervised && port != 0).then_some(port);
+    json!({
+        "pid": std::process::id(),
+        "api": {
+            "host": api.ip().to_string(),
+            "port": api.port(),
+            "url": format!("http://{api_host}:{}", api.port()),
+        },
+        "nats": {
+            "supervised": nats.supervised,
+            "port": nonzero(ports.client),
+            "http_port": nonzero(ports.http),
+            "cluster_port": ports.cluster.filter(|_| nats.supervised),
+            "urls": config.nats.client_urls(),
+        },
+    })
+}
+
+/// Writes `info` to `path` atomically (a temp file in the same dir, renamed over it).
+fn write_ports_file(path: &Path, info: &serde_json::Value) -> Result<(), ServiceError> {
+    let failed = |source| ServiceError::PortsFile {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let mut tmp = PathBuf::from(path);
+    tmp.set_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, format!("{info}\n")).map_err(failed)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        failed(e)
+    })?;
+    info!(path = %path.display(), "ports file written");
     Ok(())
 }
 

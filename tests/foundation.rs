@@ -26,11 +26,12 @@ async fn default_style_config_starts_its_own_nats_and_becomes_ready() {
     assert_eq!(data["status"], "running");
     let pid = data["pid"].as_u64().unwrap() as u32;
     assert!(pid_alive(pid));
-    assert_eq!(data["ports"]["nats"], service.builder.nats_port());
-    // The generated config and the server log live under the data dir.
+    assert_eq!(data["ports"]["nats"], service.nats_port());
+    // The generated config and the server log live under the data dir; port 0 is left to
+    // nats-server to pick.
     let nats_dir = service.data_dir().join("nats");
     let conf = std::fs::read_to_string(nats_dir.join("nats-server.conf")).unwrap();
-    assert!(conf.contains(&format!("port: {}", service.builder.nats_port())));
+    assert!(conf.contains("\nport: -1\n"), "{conf}");
     assert!(conf.contains("jetstream {"));
     assert!(nats_dir.join("nats-server.log").exists());
     // JetStream really is on: a stream can be created through the broker's server.
@@ -47,12 +48,15 @@ async fn default_style_config_starts_its_own_nats_and_becomes_ready() {
 
 #[tokio::test]
 async fn ready_is_503_with_the_error_envelope_until_nats_is_up() {
-    // External mode against a port where nothing listens yet: the API answers, NATS does not.
-    let port = free_port();
+    // External mode against a port where nothing listens: the API answers, NATS does not.
+    let nothing = unused_port();
     let builder = ServiceBuilder::new()
         .set("nats.auto_start", json!(false))
-        .set("nats.url", json!(format!("nats://127.0.0.1:{port}")));
-    let service = builder.start_unready();
+        .set(
+            "nats.url",
+            json!(format!("nats://127.0.0.1:{}", nothing.port)),
+        );
+    let service = builder.start_listening().await;
     let (status, body) = wait_for("/ready answers", Duration::from_secs(20), || async {
         let r = service.http.get(service.url("/ready")).send().await.ok()?;
         let status = r.status().as_u16();
@@ -207,7 +211,9 @@ async fn sigterm_stops_service_and_child_within_10s() {
     })
     .await;
     // Ports are free again: the listener on the client port can be bound.
-    TcpListener::bind(("127.0.0.1", service.builder.nats_port())).unwrap();
+    TcpListener::bind(("127.0.0.1", service.nats_port())).unwrap();
+    // Nothing listens any more where the ports file said.
+    assert!(!service.builder.ports_file().exists());
 }
 
 #[tokio::test]
@@ -237,7 +243,8 @@ async fn crash_of_the_broker_leaves_no_server_and_the_next_start_works() {
         || async { (!pid_alive(nats_pid)).then_some(()) },
     )
     .await;
-    // Same config, same ports, same data dir: starts cleanly.
+    // Same config and data dir (a stale pid file, the JetStream store; ports picked anew):
+    // starts cleanly.
     let builder = std::mem::replace(&mut service.builder, ServiceBuilder::new());
     drop(service);
     let again = builder.start().await;
@@ -287,4 +294,118 @@ async fn users_get_a_broker_account_and_the_broker_still_connects() {
     let client = opts.connect(service.nats_url()).await.unwrap();
     client.publish("market.x", "1".into()).await.unwrap();
     client.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn picked_ports_are_reported_and_kept_across_child_restarts() {
+    let service = ServiceBuilder::new().start().await;
+    let ports = service.ports.clone();
+    let (nats, http) = (service.nats_port(), service.nats_http_port());
+    assert!(
+        nats != 0 && http != 0 && service.api_port() != 0,
+        "{ports:?}"
+    );
+    assert_eq!(ports.nats_urls, [format!("nats://127.0.0.1:{nats}")]);
+    assert_eq!(ports.nats_cluster, None);
+    let (_, info) = service.get("/api/v1/nats/info").await;
+    assert_eq!(info["data"]["ports"]["nats"], nats, "{info}");
+    assert_eq!(info["data"]["ports"]["http"], http, "{info}");
+    assert_eq!(info["data"]["server_info"]["port"], nats, "{info}");
+    let (_, status) = service.get("/api/v1/broker/status").await;
+    assert_eq!(status["data"]["port"], service.api_port(), "{status}");
+    assert_eq!(status["data"]["nats"]["ports"]["nats"], nats, "{status}");
+    assert_eq!(status["data"]["nats"]["ports"]["http"], http, "{status}");
+    assert_eq!(
+        status["data"]["nats"]["urls"],
+        json!([format!("nats://127.0.0.1:{nats}")])
+    );
+    let (_, status) = service.get("/api/v1/status").await;
+    assert_eq!(status["data"]["port"], service.api_port(), "{status}");
+    let log = service.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("prism-broker listening"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains(&format!("api=127.0.0.1:{}", service.api_port()))
+            && line.contains(&format!("nats_port={nats}"))
+            && line.contains(&format!("nats_http_port={http}")),
+        "{line}"
+    );
+
+    // A client of our own, connected before the crash, comes back to the same address.
+    let client = service.nats_client().await;
+    let mut sub = client.subscribe("probe.after-restart").await.unwrap();
+    client.flush().await.unwrap();
+    let old_pid = service.nats_pid().await.unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old_pid as i32), Signal::SIGKILL).unwrap();
+    wait_for("a new nats-server", Duration::from_secs(15), || async {
+        let pid = service.nats_pid().await?;
+        (pid != old_pid && service.ready_status().await == Some(200)).then_some(())
+    })
+    .await;
+    let (_, info) = service.get("/api/v1/nats/info").await;
+    assert_eq!(info["data"]["ports"]["nats"], nats, "{info}");
+    assert_eq!(info["data"]["ports"]["http"], http, "{info}");
+    assert!(info["data"]["restarts"].as_u64().unwrap() >= 1, "{info}");
+    // The restarted child was configured with the pinned ports.
+    let conf = std::fs::read_to_string(service.data_dir().join("nats/nats-server.conf")).unwrap();
+    assert!(conf.contains(&format!("\nport: {nats}\n")), "{conf}");
+    assert!(
+        conf.contains(&format!("http: \"127.0.0.1:{http}\"")),
+        "{conf}"
+    );
+    wait_for(
+        "our client reconnected",
+        Duration::from_secs(15),
+        || async {
+            client
+                .publish("probe.after-restart", "1".into())
+                .await
+                .ok()?;
+            tokio::time::timeout(Duration::from_millis(500), client.flush())
+                .await
+                .ok()?
+                .ok()
+        },
+    )
+    .await;
+    let got = collect(&mut sub, 1, Duration::from_secs(10)).await;
+    assert!(!got.is_empty(), "the resubscribed client got nothing");
+}
+
+#[tokio::test]
+async fn a_ports_file_that_cannot_be_written_stops_the_service() {
+    let builder = ServiceBuilder::new();
+    // A path under a regular file cannot be created.
+    let blocked = builder.config_path().join("ports.json");
+    let builder = builder.set("service.ports_file", json!(blocked));
+    let (status, log) = builder.run_to_exit(None);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("cannot write the ports file") && log.contains("(service.ports_file)"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn reserved_cluster_ports_are_distinct_free_and_below_the_ephemeral_range() {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let low: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+    let held: Vec<ReservedPort> = (0..5).map(|_| reserve_cluster_port()).collect();
+    let mut ports: Vec<u16> = held.iter().map(|r| r.port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 5, "{held:?}");
+    for port in &ports {
+        assert!(*port < low, "{port} is not below {low}");
+        // Reserved, not taken: a server can listen there.
+        TcpListener::bind(("127.0.0.1", *port)).unwrap();
+    }
+    // Held: nobody (not even this process, through another open file) gets its lock.
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(std::env::temp_dir().join(format!("prism-broker-test-ports/{}.lock", held[0].port)))
+        .unwrap();
+    assert!(lock.try_lock().is_err());
 }

@@ -1,9 +1,9 @@
 //! Shared by the bench binaries: start the release `prism-broker` binary with its own
-//! nats-server on free loopback ports and a temp data dir, and a few measuring helpers.
+//! nats-server on loopback and a temp data dir, and a few measuring helpers. Every port is
+//! 0 (picked while binding, never raced for) and read back from the broker's ports file.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,14 +14,6 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_prism-broker");
 
 /// The sample trade of `tests/data/marketprism-samples.jsonl`.
 pub const TRADE: &str = r#"{"symbol":"BTC-USDT","price":"67234.56000000","quantity":"0.01250000","side":"sell","trade_id":"5123456789","exchange":"binance","market_type":"spot","data_source":"marketprism","normalized_symbol":"BTC-USDT","data_type":"trade","ts_ms":1795290133376,"trade_ts_ms":1795290133198,"publisher":"unified-collector","collected_ts_ms":1795290133375}"#;
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 pub fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -79,7 +71,7 @@ impl Service {
 /// into the config's top level.
 pub async fn start_service(rules: &[(String, String)], extra: Value) -> Service {
     let dir = tempfile::tempdir().unwrap();
-    let (api, nats, http) = (free_port(), free_port(), free_port());
+    let ports_file = dir.path().join("ports.json");
     std::fs::create_dir_all(dir.path().join("routes.d")).unwrap();
     std::fs::create_dir_all(dir.path().join("transforms")).unwrap();
     for (name, text) in rules {
@@ -90,8 +82,8 @@ pub async fn start_service(rules: &[(String, String)], extra: Value) -> Service 
         std::fs::write(path, text).unwrap();
     }
     let mut config = json!({
-        "service": { "port": api, "log_level": "warn" },
-        "nats": { "port": nats, "http_port": http, "data_dir": dir.path().join("nats"),
+        "service": { "port": 0, "ports_file": ports_file, "log_level": "warn" },
+        "nats": { "port": 0, "http_port": 0, "data_dir": dir.path().join("nats"),
                   "jetstream": { "max_memory": "512MB", "max_storage": "8GB" } },
         "streams": { "MARKET_DATA": { "max_msgs": 10000000 } },
         "router": { "routes_dir": dir.path().join("routes.d"),
@@ -109,21 +101,39 @@ pub async fn start_service(rules: &[(String, String)], extra: Value) -> Service 
     }
     let path = dir.path().join("broker.yaml");
     std::fs::write(&path, config.to_string()).unwrap();
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .arg("--config")
         .arg(&path)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid = u64::from(child.id());
+    let ports = loop {
+        let found = std::fs::read_to_string(&ports_file)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .filter(|v| v["pid"] == pid);
+        if let Some(ports) = found {
+            break ports;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("prism-broker exited ({status}) before listening");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prism-broker wrote no ports file"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let service = Service {
         child,
-        api: format!("http://127.0.0.1:{api}"),
-        nats: format!("nats://127.0.0.1:{nats}"),
+        api: ports["api"]["url"].as_str().unwrap().to_string(),
+        nats: ports["nats"]["urls"][0].as_str().unwrap().to_string(),
         dir,
     };
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = http.get(format!("{}/ready", service.api)).send().await {
             if r.status().is_success() {

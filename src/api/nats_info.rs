@@ -94,9 +94,9 @@ pub async fn nats_info(state: web::Data<AppState>) -> HttpResponse {
             "supervised": nats.supervised,
             "pid": nats.pid(),
             "ports": {
-                "nats": nats.ports.client,
-                "http": nats.ports.http,
-                "cluster": nats.ports.cluster,
+                "nats": nats.ports().client,
+                "http": nats.ports().http,
+                "cluster": nats.ports().cluster,
             },
             "restarts": nats.restarts(),
             "client_connected": state.nats_connected(),

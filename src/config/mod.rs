@@ -43,8 +43,12 @@ pub struct BrokerConfig {
 pub struct ServiceConfig {
     /// Address the REST API binds (`API_HOST`).
     pub host: String,
-    /// Port of the REST API (`API_PORT`); 0 picks a free port (tests).
+    /// Port of the REST API (`API_PORT`); 0 lets the OS pick a free one (see `ports_file`).
     pub port: u16,
+    /// When set, the broker writes the addresses it really listens on (API, NATS client,
+    /// monitoring and cluster ports) to this JSON file once everything listens, and removes
+    /// it at shutdown; the way for scripts and tests to learn ports picked for a `0`.
+    pub ports_file: Option<PathBuf>,
     /// Free-form environment name reported by `/api/v1/status` (`ENVIRONMENT`).
     pub environment: String,
     /// When set, mutating endpoints need `Authorization: Bearer <token>` (`PRISM_API_TOKEN`).
@@ -68,6 +72,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             host: "127.0.0.1".into(),
             port: 8086,
+            ports_file: None,
             environment: "development".into(),
             api_token: None,
             log_level: "info".into(),
@@ -100,13 +105,14 @@ pub struct NatsConfig {
     pub url: UrlList,
     /// Address the child listens on (client, monitoring and cluster ports).
     pub host: String,
-    /// Client port of the child.
+    /// Client port of the child; 0 lets nats-server pick one at the first start, which is
+    /// then kept for every restart of the child.
     pub port: u16,
-    /// Monitoring port of the child (`/healthz`, `/varz`, `/jsz`); 0 disables it (external).
+    /// Monitoring port of the child (`/healthz`, `/varz`, `/jsz`); 0 picks one as for `port`.
     pub http_port: u16,
     /// JetStream store, generated server config, pid file and server log.
     pub data_dir: PathBuf,
-    /// Name the child reports; default `prism-nats-<port>`.
+    /// Name the child reports; default `prism-nats-<port>` (`prism-nats` with port 0).
     pub server_name: Option<String>,
     pub jetstream: JetStreamLimits,
     pub limits: ServerLimits,
@@ -236,6 +242,7 @@ impl Default for ServerLimits {
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     pub name: Option<String>,
+    /// Route listen port; 0 picks one at the first start (kept for restarts).
     pub port: u16,
     /// Seed routes, e.g. `nats-route://node2:6222`.
     pub routes: Vec<String>,

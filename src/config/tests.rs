@@ -181,3 +181,31 @@ fn the_docker_config_is_valid() {
     assert_eq!(config.nats.host, "0.0.0.0");
     assert_eq!(config.nats.client_urls(), ["nats://127.0.0.1:4222"]);
 }
+
+#[test]
+fn port_zero_is_accepted_everywhere_and_never_a_collision() {
+    let config = parse_str(
+        "service: { port: 0, ports_file: run/ports.json }\nnats:\n  port: 0\n  http_port: 0\n  cluster: { name: c, port: 0 }\n",
+    )
+    .unwrap();
+    assert_eq!(config.service.port, 0);
+    assert_eq!(config.nats.port, 0);
+    assert_eq!(config.nats.http_port, 0);
+    assert_eq!(config.nats.cluster.port, 0);
+    assert_eq!(
+        config.service.ports_file.as_deref(),
+        Some(std::path::Path::new("run/ports.json"))
+    );
+}
+
+#[test]
+fn fixed_ports_still_collide_and_a_ports_file_must_be_a_file() {
+    let err = parse_str(
+        "service: { ports_file: \"\" }\nnats:\n  port: 0\n  http_port: 7000\n  cluster: { name: c, port: 7000 }\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        problem_paths(&err),
+        ["service.ports_file", "nats.cluster.port"]
+    );
+}

@@ -28,6 +28,13 @@ pub fn validate(config: &BrokerConfig) -> Vec<ConfigProblem> {
     if service.request_timeout.duration().is_zero() {
         problem("service.request_timeout", "must be greater than 0".into());
     }
+    if service
+        .ports_file
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty() || p.file_name().is_none())
+    {
+        problem("service.ports_file", "must be a file path when set".into());
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&service.log_level) {
         problem("service.log_level", format!("invalid level or filter: {e}"));
     }
@@ -37,15 +44,7 @@ pub fn validate(config: &BrokerConfig) -> Vec<ConfigProblem> {
         if nats.binary.trim().is_empty() {
             problem("nats.binary", "must not be empty".into());
         }
-        if nats.port == 0 {
-            problem("nats.port", "must be a port number, not 0".into());
-        }
-        if nats.http_port == 0 {
-            problem(
-                "nats.http_port",
-                "the supervised server needs its monitoring port for readiness".into(),
-            );
-        }
+        // A port 0 is picked by nats-server; only fixed ports can collide.
         let mut ports = vec![("nats.port", nats.port), ("nats.http_port", nats.http_port)];
         if nats.cluster.name.is_some() {
             ports.push(("nats.cluster.port", nats.cluster.port));

@@ -1,8 +1,13 @@
 //! `NatsProcessActor`: owns the supervised `nats-server` child. It writes the generated
 //! config, has the server test it, starts the child with its output going to a log file
-//! under `data_dir`, waits for `/healthz`, restarts a child that died with capped
-//! exponential backoff, takes `/varz` and `/jsz` snapshots on a timer, and stops the child
-//! gracefully (SIGTERM, wait, SIGKILL) on shutdown.
+//! under `data_dir`, reads the ports the child really listens on from its ports file,
+//! waits for `/healthz`, restarts a child that died with capped exponential backoff, takes
+//! `/varz` and `/jsz` snapshots on a timer, and stops the child gracefully (SIGTERM, wait,
+//! SIGKILL) on shutdown.
+//!
+//! A port configured as `0` is picked by nats-server at the first start; the actor then
+//! pins it, so every restart of the child listens on the same ports (clients and cluster
+//! peers reconnect to the address they know).
 //!
 //! No orphan is left behind: the child gets `PR_SET_PDEATHSIG(SIGKILL)` so it dies with us
 //! even when we are killed, and a pid file left by an earlier run whose server still runs
@@ -21,8 +26,8 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::server_conf::{self, BrokerCredentials, ServerPaths};
-use super::state::NatsState;
+use super::server_conf::{self, BrokerCredentials, PortsFileError, ServerPaths};
+use super::state::{NatsState, ServerPorts};
 use crate::config::NatsConfig;
 
 /// How often the monitoring snapshots are refreshed.
@@ -58,12 +63,8 @@ pub enum NatsProcessError {
     Spawn(io::Error),
     #[error("nats-server exited during start-up ({status}); last log lines: {log}")]
     ExitedEarly { status: String, log: String },
-    #[error("nats-server did not become ready on http://{host}:{port}/healthz within {timeout:?}")]
-    NotReady {
-        host: String,
-        port: u16,
-        timeout: Duration,
-    },
+    #[error("nats-server did not become ready within {timeout:?}: {detail}")]
+    NotReady { detail: String, timeout: Duration },
     #[error("nats-server is being stopped")]
     Stopping,
 }
@@ -91,22 +92,26 @@ pub fn find_binary(binary: &str) -> Result<PathBuf, NatsProcessError> {
         .ok_or_else(|| NatsProcessError::BinaryNotFound(binary.to_string()))
 }
 
-/// Everything needed to launch one child; cloned into the async start-up future.
+/// Everything needed to launch one child; cloned into the async start-up future. Its
+/// `config` carries the pinned ports once the first child picked them.
 #[derive(Debug, Clone)]
 struct Launcher {
     config: NatsConfig,
+    credentials: Option<BrokerCredentials>,
     binary: PathBuf,
     paths: ServerPaths,
     http: reqwest::Client,
 }
 
-/// A child that passed its readiness probe.
+/// A child that passed its readiness probe, and the ports it listens on.
 struct Running {
     child: tokio::process::Child,
     pid: u32,
+    ports: ServerPorts,
 }
 
 impl Launcher {
+    /// The fixed ports of the config (a `0` is left to the server and not checked).
     fn ports(&self) -> Vec<(&'static str, u16)> {
         let mut ports = vec![
             ("nats.port", self.config.port),
@@ -115,6 +120,7 @@ impl Launcher {
         if self.config.cluster.name.is_some() {
             ports.push(("nats.cluster.port", self.config.cluster.port));
         }
+        ports.retain(|(_, port)| *port != 0);
         ports
     }
 
@@ -174,16 +180,21 @@ impl Launcher {
         }
     }
 
-    /// Writes the server config and has `nats-server -t` check it.
-    async fn write_config(
-        &self,
-        credentials: Option<&BrokerCredentials>,
-    ) -> Result<(), NatsProcessError> {
+    /// Writes the server config (to a temp file renamed over it, so a reader never sees
+    /// half of it).
+    fn write_config_file(&self) -> Result<(), NatsProcessError> {
         std::fs::create_dir_all(&self.paths.store_dir)
             .map_err(Self::io_err(&self.paths.store_dir))?;
-        let text = server_conf::render(&self.config, &self.paths, credentials);
-        std::fs::write(&self.paths.config_file, text)
-            .map_err(Self::io_err(&self.paths.config_file))?;
+        let text = server_conf::render(&self.config, &self.paths, self.credentials.as_ref());
+        let tmp = self.paths.config_file.with_extension("conf.tmp");
+        std::fs::write(&tmp, text).map_err(Self::io_err(&tmp))?;
+        std::fs::rename(&tmp, &self.paths.config_file)
+            .map_err(Self::io_err(&self.paths.config_file))
+    }
+
+    /// Writes the server config and has `nats-server -t` check it.
+    async fn write_config(&self) -> Result<(), NatsProcessError> {
+        self.write_config_file()?;
         let output = tokio::process::Command::new(&self.binary)
             .arg("-t")
             .arg("-c")
@@ -206,10 +217,13 @@ impl Launcher {
         Ok(())
     }
 
-    /// Starts the child and waits until `/healthz` answers 200.
+    /// Starts the child, reads its ports file and waits until `/healthz` answers 200.
     async fn launch(&self) -> Result<Running, NatsProcessError> {
         self.kill_stale().await;
         self.check_ports()?;
+        // The config carries the pinned ports of an earlier child, if any.
+        self.write_config_file()?;
+        server_conf::remove_stale_ports_files(&self.paths.data_dir);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -236,16 +250,12 @@ impl Launcher {
         }
         let mut child = command.spawn().map_err(NatsProcessError::Spawn)?;
         let pid = child.id().unwrap_or_default();
-        info!(
-            pid,
-            port = self.config.port,
-            http_port = self.config.http_port,
-            "nats-server started"
-        );
+        info!(pid, "nats-server started");
 
-        let url = self.config.monitor_url("/healthz");
         let timeout = self.config.ready_timeout.duration();
         let deadline = Instant::now() + timeout;
+        let mut ports: Option<ServerPorts> = None;
+        let mut last_problem = PortsFileError::Missing(pid).to_string();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(NatsProcessError::ExitedEarly {
@@ -253,23 +263,50 @@ impl Launcher {
                     log: tail_lines(&self.paths.log_file, 5),
                 });
             }
-            let ok = self
-                .http
-                .get(&url)
-                .timeout(Duration::from_millis(500))
-                .send()
-                .await
-                .map(|r| r.status().is_success())
-                .unwrap_or(false);
-            if ok {
-                return Ok(Running { child, pid });
+            if ports.is_none() {
+                // Written by the server once it listens; possibly half-written: retried.
+                match server_conf::read_ports_file(&self.paths.data_dir, pid) {
+                    Ok(found) => {
+                        info!(
+                            pid,
+                            port = found.client,
+                            http_port = found.http,
+                            cluster_port = found.cluster,
+                            "nats-server listening"
+                        );
+                        last_problem = format!(
+                            "http://{}:{}/healthz did not answer 200",
+                            self.config.local_url_host(),
+                            found.http
+                        );
+                        ports = Some(found);
+                    }
+                    Err(e) => last_problem = e.to_string(),
+                }
+            }
+            if let Some(ports) = ports {
+                let url = format!(
+                    "http://{}:{}/healthz",
+                    self.config.local_url_host(),
+                    ports.http
+                );
+                let ok = self
+                    .http
+                    .get(&url)
+                    .timeout(Duration::from_millis(500))
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false);
+                if ok {
+                    return Ok(Running { child, pid, ports });
+                }
             }
             if Instant::now() >= deadline {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
                 return Err(NatsProcessError::NotReady {
-                    host: self.config.host.clone(),
-                    port: self.config.http_port,
+                    detail: last_problem,
                     timeout,
                 });
             }
@@ -289,7 +326,6 @@ fn tail_lines(path: &Path, n: usize) -> String {
 /// [`StartServer`] once and await it before connecting clients, [`StopServer`] on shutdown.
 pub struct NatsProcessActor {
     launcher: Launcher,
-    credentials: Option<BrokerCredentials>,
     state: Arc<NatsState>,
     /// Bumped at each launch; exits of older children are ignored.
     generation: u64,
@@ -304,21 +340,25 @@ pub struct NatsProcessActor {
 
 impl NatsProcessActor {
     pub fn new(
-        config: NatsConfig,
+        mut config: NatsConfig,
         binary: PathBuf,
         credentials: Option<BrokerCredentials>,
         state: Arc<NatsState>,
     ) -> Self {
         let data_dir = absolute(&config.data_dir);
         let backoff = config.restart.initial_backoff.duration();
+        // Fixed now: the default name must not follow a picked port once it is pinned.
+        if config.server_name.is_none() {
+            config.server_name = Some(server_conf::default_server_name(&config));
+        }
         NatsProcessActor {
             launcher: Launcher {
                 paths: ServerPaths::under(&data_dir),
                 config,
+                credentials,
                 binary,
                 http: reqwest::Client::new(),
             },
-            credentials,
             state,
             generation: 0,
             pid: None,
@@ -334,13 +374,20 @@ impl NatsProcessActor {
         &self.launcher.paths
     }
 
-    /// Takes over a child that passed readiness: records it and watches for its exit.
+    /// Takes over a child that passed readiness: records it and its ports, pins the
+    /// ports for the next restarts, and watches for its exit.
     fn adopt(&mut self, running: Running, ctx: &mut Context<Self>) {
-        let Running { mut child, pid } = running;
+        let Running {
+            mut child,
+            pid,
+            ports,
+        } = running;
         self.generation += 1;
         let generation = self.generation;
         self.pid = Some(pid);
         self.up_since = Some(Instant::now());
+        pin_ports(&mut self.launcher.config, ports);
+        self.state.set_ports(ports);
         self.state.mark_up(pid);
         let (tx, rx) = watch::channel(false);
         self.exited = Some(rx);
@@ -432,6 +479,15 @@ impl NatsProcessActor {
     }
 }
 
+/// Writes the ports a child listens on into `config`, so the next child gets the same.
+pub fn pin_ports(config: &mut NatsConfig, ports: ServerPorts) {
+    config.port = ports.client;
+    config.http_port = ports.http;
+    if let (Some(_), Some(cluster)) = (&config.cluster.name, ports.cluster) {
+        config.cluster.port = cluster;
+    }
+}
+
 fn absolute(path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
@@ -456,28 +512,28 @@ impl Supervised for NatsProcessActor {
     }
 }
 
-/// Prepares the config, starts the child and waits for readiness. Send once at start-up.
+/// Prepares the config, starts the child and waits for readiness. Send once at start-up;
+/// answers the child's pid and the ports it listens on (pinned for its restarts).
 #[derive(Message)]
-#[rtype(result = "Result<u32, NatsProcessError>")]
+#[rtype(result = "Result<(u32, ServerPorts), NatsProcessError>")]
 pub struct StartServer;
 
 impl Handler<StartServer> for NatsProcessActor {
-    type Result = ResponseActFuture<Self, Result<u32, NatsProcessError>>;
+    type Result = ResponseActFuture<Self, Result<(u32, ServerPorts), NatsProcessError>>;
 
     fn handle(&mut self, _msg: StartServer, _ctx: &mut Context<Self>) -> Self::Result {
         let launcher = self.launcher.clone();
-        let credentials = self.credentials.clone();
         Box::pin(
             async move {
-                launcher.write_config(credentials.as_ref()).await?;
+                launcher.write_config().await?;
                 launcher.launch().await
             }
             .into_actor(self)
             .map(|result, act, ctx| {
                 let running = result?;
-                let pid = running.pid;
+                let answer = (running.pid, running.ports);
                 act.adopt(running, ctx);
-                Ok(pid)
+                Ok(answer)
             }),
         )
     }

@@ -1,6 +1,6 @@
 //! What the rest of the service may know about NATS without asking an actor: whether the
-//! supervised server is up, its pid and restart count, client reconnects, and the latest
-//! monitoring snapshots. Written by `NatsProcessActor` and the client's event callback,
+//! supervised server is up, its pid, the ports it really listens on, its restart count,
+//! client reconnects, and the latest monitoring snapshots. Written by `NatsProcessActor` and the client's event callback,
 //! read lock-free (or with a short read lock) by handlers and metrics.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -10,8 +10,9 @@ use std::time::SystemTime;
 use serde_json::Value;
 use tokio::sync::watch;
 
-/// Ports of the supervised server (zero when external).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Ports of the supervised server (zero when external, or while a configured `0` has not
+/// been picked by nats-server yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ServerPorts {
     pub client: u16,
     pub http: u16,
@@ -22,7 +23,9 @@ pub struct ServerPorts {
 pub struct NatsState {
     /// True when we supervise the server process ourselves.
     pub supervised: bool,
-    pub ports: ServerPorts,
+    /// The configured ports until the child is up, then the ports it really listens on
+    /// (a configured `0` is picked by nats-server and kept for its restarts).
+    ports: RwLock<ServerPorts>,
     server_up: AtomicBool,
     pid: AtomicU32,
     restarts: AtomicU64,
@@ -40,7 +43,7 @@ impl Default for NatsState {
     fn default() -> Self {
         NatsState {
             supervised: false,
-            ports: ServerPorts::default(),
+            ports: RwLock::new(ServerPorts::default()),
             server_up: AtomicBool::new(false),
             pid: AtomicU32::new(0),
             restarts: AtomicU64::new(0),
@@ -66,7 +69,7 @@ impl NatsState {
     pub fn supervised(ports: ServerPorts) -> Self {
         NatsState {
             supervised: true,
-            ports,
+            ports: RwLock::new(ports),
             ..Default::default()
         }
     }
@@ -84,6 +87,11 @@ impl NatsState {
             0 => None,
             pid => Some(pid),
         }
+    }
+
+    /// The ports the supervised server listens on; all zero when external.
+    pub fn ports(&self) -> ServerPorts {
+        self.ports.read().map(|p| *p).unwrap_or_default()
     }
 
     pub fn restarts(&self) -> u64 {
@@ -114,6 +122,12 @@ impl NatsState {
         self.pid.store(pid, Ordering::Release);
         self.server_up.store(true, Ordering::Release);
         self.set_error(None);
+    }
+
+    pub(crate) fn set_ports(&self, ports: ServerPorts) {
+        if let Ok(mut slot) = self.ports.write() {
+            *slot = ports;
+        }
     }
 
     pub(crate) fn mark_down(&self) {

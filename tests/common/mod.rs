@@ -1,10 +1,16 @@
-//! Test harness: a real `nats-server` or the real `prism-broker` binary on free loopback
-//! ports with a temp data dir; readiness is awaited against a deadline and everything is
-//! stopped in `Drop`, so no test leaves a process behind.
+//! Test harness: a real `nats-server` or the real `prism-broker` binary on loopback with a
+//! temp data dir; readiness is awaited against a deadline and everything is stopped in
+//! `Drop`, so no test leaves a process behind.
+//!
+//! **Ports are never raced for.** Every server is started with port `0` (nats-server
+//! `-1`): the OS or nats-server picks a free port while binding it, and the harness reads
+//! the real ports back (the broker's `service.ports_file`, nats-server's ports file).
+//! Picking a "free" port first and handing it to a process later races with every other
+//! test process that does the same. The one exception is [`reserve_cluster_port`].
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -16,13 +22,132 @@ use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_prism-broker");
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+/// How long a started process gets to write its ports file (it includes the supervised
+/// nats-server's start-up, bounded by its own `ready_timeout`).
+const PORTS_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A TCP port on 127.0.0.1 that nothing listens on, held for as long as this lives: the
+/// socket is bound but not listening, so connections to the port are refused and no other
+/// process can bind it meanwhile (for "nothing answers there" cases).
+pub struct UnusedPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn unused_port() -> UnusedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    UnusedPort {
+        port,
+        _socket: socket,
+    }
+}
+
+/// A port reserved for a cluster seed; the reservation ends when this is dropped.
+#[derive(Debug)]
+pub struct ReservedPort {
+    pub port: u16,
+    _lock: std::fs::File,
+}
+
+/// Lock files of [`reserve_cluster_port`], shared by every test process of the machine.
+fn reservation_dir() -> PathBuf {
+    std::env::temp_dir().join("prism-broker-test-ports")
+}
+
+/// The kernel's ephemeral port range (`/proc/sys/net/ipv4/ip_local_port_range`).
+fn ephemeral_range() -> (u16, u16) {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_else(|_| "32768 60999".into());
+    let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().unwrap());
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// A port that a JetStream cluster's first node can be *configured* with before it starts.
+///
+/// Why it exists: a JetStream cluster node refuses to start without at least one configured
+/// route, so the seed's route address (another node's cluster port) must be known before
+/// any node listens — port 0 cannot be used for it. Every other port in the tests is 0.
+///
+/// Why it is race-free: the port is taken *below* the kernel's ephemeral range, where
+/// neither port-0 binds nor outgoing connections ever land, so only a fixed configuration
+/// could collide with it; among test processes (nextest runs many at once) an exclusive
+/// `flock` on a per-port lock file in a shared temp dir, held for the life of the
+/// returned [`ReservedPort`], makes sure no two pick the same port; and a bind checks
+/// that nothing else listens there right now.
+pub fn reserve_cluster_port() -> ReservedPort {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let (low, _) = ephemeral_range();
+    // The 2,000 ports just below the range (30768..=32767 for Linux's default range),
+    // clear of the usual fixed ports (4222, 6222, 8086, 8222) and of config/cluster/.
+    let span = 2000u16.min(low.saturating_sub(10_000));
+    assert!(
+        span >= 100,
+        "ephemeral port range starts at {low}: no room below it for cluster ports"
+    );
+    let first = low - span;
+    let dir = reservation_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = std::process::id() + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 7;
+    for i in 0..u32::from(span) {
+        let port = first + ((seed + i) % u32::from(span)) as u16;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{port}.lock")))
+            .unwrap();
+        if lock.try_lock().is_err() {
+            continue; // another test holds it
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue; // something outside the tests listens there
+        }
+        return ReservedPort { port, _lock: lock };
+    }
+    panic!("no port free in {first}..{low} for a cluster seed");
+}
+
+/// The HTTP client of a [`Service`]. An idle pooled connection is dropped after 2 s, before
+/// the broker's keep-alive (actix-web: 5 s) closes it: reusing a connection the server is
+/// closing at that very moment answers "connection reset" instead of a response.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+}
+
+/// One look at a broker's ports file: its ports once `child` wrote it, None before; panics
+/// when the child exited first or `end` passed.
+fn poll_ports_file(
+    builder: &ServiceBuilder,
+    child: &mut Child,
+    end: Instant,
+) -> Option<ServicePorts> {
+    let pid = child.id();
+    let found = std::fs::read_to_string(builder.ports_file())
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|v| ServicePorts::from_json(&v))
+        .filter(|ports| ports.pid == pid);
+    if found.is_some() {
+        return found;
+    }
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!(
+            "prism-broker exited ({status}) before it listened; log:\n{}",
+            builder.log()
+        );
+    }
+    if Instant::now() >= end {
+        panic!(
+            "prism-broker wrote no ports file within {PORTS_DEADLINE:?}; log:\n{}",
+            builder.log()
+        );
+    }
+    None
 }
 
 /// Polls `check` every 20 ms until it returns `Some` or `deadline` passes.
@@ -58,7 +183,7 @@ pub fn nats_server_binary() -> String {
     std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into())
 }
 
-/// A bare `nats-server -js` for external-mode tests.
+/// A bare `nats-server -js` for external-mode tests, on ports it picks itself.
 pub struct NatsServer {
     pub port: u16,
     pub http_port: u16,
@@ -69,25 +194,33 @@ pub struct NatsServer {
 impl NatsServer {
     pub async fn start() -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let http_port = free_port();
-        let log = std::fs::File::create(dir.path().join("nats.log")).unwrap();
-        let child = Command::new(nats_server_binary())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-m",
-                &http_port.to_string(),
-                "-js",
-                "-sd",
-            ])
+        let log_path = dir.path().join("nats.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new(nats_server_binary())
+            .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-js", "-sd"])
             .arg(dir.path().join("js"))
+            .arg("--ports_file_dir")
+            .arg(dir.path())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("nats-server must be installed (apt-get install nats-server)");
+        let pid = child.id();
+        let end = Instant::now() + PORTS_DEADLINE;
+        let ports = loop {
+            match prism_broker::nats::server_conf::read_ports_file(dir.path(), pid) {
+                Ok(ports) => break ports,
+                Err(e) => {
+                    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+                    if let Some(status) = child.try_wait().unwrap() {
+                        panic!("nats-server exited ({status}): {}", log());
+                    }
+                    assert!(Instant::now() < end, "nats-server: {e}; log:\n{}", log());
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let (port, http_port) = (ports.client, ports.http);
         let server = NatsServer {
             port,
             http_port,
@@ -115,22 +248,59 @@ impl Drop for NatsServer {
     }
 }
 
-/// Builds a config for the service: free ports, temp data dir, router off disk.
+/// Builds a config for the service: every port 0 (read back from the ports file once it
+/// listens), temp data dir, router off disk.
 pub struct ServiceBuilder {
     pub dir: TempDir,
     pub config: Value,
     pub env: Vec<(String, String)>,
 }
 
+/// What a started broker listens on, from its `service.ports_file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePorts {
+    pub pid: u32,
+    pub api: u16,
+    /// None in external mode.
+    pub nats: Option<u16>,
+    pub nats_http: Option<u16>,
+    pub nats_cluster: Option<u16>,
+    /// The URLs the broker's own client connects to.
+    pub nats_urls: Vec<String>,
+}
+
+impl ServicePorts {
+    fn from_json(v: &Value) -> Option<ServicePorts> {
+        let port = |v: &Value| v.as_u64().map(|p| p as u16);
+        Some(ServicePorts {
+            pid: v["pid"].as_u64()? as u32,
+            api: port(&v["api"]["port"])?,
+            nats: port(&v["nats"]["port"]),
+            nats_http: port(&v["nats"]["http_port"]),
+            nats_cluster: port(&v["nats"]["cluster_port"]),
+            nats_urls: v["nats"]["urls"]
+                .as_array()?
+                .iter()
+                .filter_map(|u| u.as_str().map(String::from))
+                .collect(),
+        })
+    }
+}
+
 impl ServiceBuilder {
     pub fn new() -> ServiceBuilder {
         let dir = tempfile::tempdir().unwrap();
         let config = json!({
-            "service": { "host": "127.0.0.1", "port": free_port(), "log_level": "info,async_nats=warn" },
+            "service": {
+                "host": "127.0.0.1",
+                "port": 0,
+                "ports_file": dir.path().join("ports.json"),
+                "log_level": "info,async_nats=warn",
+            },
             "nats": {
                 "binary": nats_server_binary(),
-                "port": free_port(),
-                "http_port": free_port(),
+                "port": 0,
+                "http_port": 0,
                 "data_dir": dir.path().join("nats"),
                 "jetstream": { "max_memory": "64MB", "max_storage": "256MB" },
                 "restart": { "initial_backoff": "100ms", "max_backoff": "2s" },
@@ -170,16 +340,13 @@ impl ServiceBuilder {
         self
     }
 
-    pub fn api_port(&self) -> u16 {
-        self.config["service"]["port"].as_u64().unwrap() as u16
-    }
-
-    pub fn nats_port(&self) -> u16 {
-        self.config["nats"]["port"].as_u64().unwrap() as u16
-    }
-
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("broker.yaml")
+    }
+
+    /// Where the service writes its ports (`service.ports_file`).
+    pub fn ports_file(&self) -> PathBuf {
+        PathBuf::from(self.config["service"]["ports_file"].as_str().unwrap())
     }
 
     /// Writes the config (JSON is YAML) and starts the binary.
@@ -188,6 +355,8 @@ impl ServiceBuilder {
             .map(String::from)
             .unwrap_or_else(|| self.config.to_string());
         std::fs::write(self.config_path(), text).unwrap();
+        // A file left by an earlier (killed) run must not be taken for this one's.
+        let _ = std::fs::remove_file(self.ports_file());
         std::fs::create_dir_all(self.dir.path().join("routes.d")).unwrap();
         std::fs::create_dir_all(self.dir.path().join("transforms")).unwrap();
         let log = std::fs::File::create(self.dir.path().join("service.log")).unwrap();
@@ -233,19 +402,34 @@ impl ServiceBuilder {
 
     /// Starts the service and waits until `/ready` answers 200.
     pub async fn start(self) -> Service {
-        let service = self.start_unready();
+        let service = self.start_listening().await;
         service.wait_ready(Duration::from_secs(20)).await;
         service
     }
 
-    /// Starts the service and waits only for `/health`.
+    /// Starts the service and waits until it listens (its ports file is written), not
+    /// for readiness.
+    pub async fn start_listening(self) -> Service {
+        let mut child = self.spawn(None);
+        let end = Instant::now() + PORTS_DEADLINE;
+        loop {
+            if let Some(ports) = poll_ports_file(&self, &mut child, end) {
+                return Service::new(self, child, ports);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// [`ServiceBuilder::start_listening`] for callers that cannot await; blocks the
+    /// calling thread meanwhile.
     pub fn start_unready(self) -> Service {
-        let child = self.spawn(None);
-        Service {
-            base: format!("http://127.0.0.1:{}", self.api_port()),
-            http: reqwest::Client::new(),
-            builder: self,
-            child: Some(child),
+        let mut child = self.spawn(None);
+        let end = Instant::now() + PORTS_DEADLINE;
+        loop {
+            if let Some(ports) = poll_ports_file(&self, &mut child, end) {
+                return Service::new(self, child, ports);
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -254,13 +438,44 @@ impl ServiceBuilder {
 pub struct Service {
     pub base: String,
     pub http: reqwest::Client,
+    /// The ports it really listens on (kept across restarts of its nats-server).
+    pub ports: ServicePorts,
     pub builder: ServiceBuilder,
     child: Option<Child>,
 }
 
 impl Service {
+    fn new(builder: ServiceBuilder, child: Child, ports: ServicePorts) -> Service {
+        Service {
+            base: format!("http://127.0.0.1:{}", ports.api),
+            http: http_client(),
+            ports,
+            builder,
+            child: Some(child),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    pub fn api_port(&self) -> u16 {
+        self.ports.api
+    }
+
+    /// Client port of the supervised nats-server (panics in external mode).
+    pub fn nats_port(&self) -> u16 {
+        self.ports.nats.expect("supervised nats-server")
+    }
+
+    /// Monitoring port of the supervised nats-server (panics in external mode).
+    pub fn nats_http_port(&self) -> u16 {
+        self.ports.nats_http.expect("supervised nats-server")
+    }
+
+    /// Route port of the supervised nats-server, when it is clustered.
+    pub fn nats_cluster_port(&self) -> Option<u16> {
+        self.ports.nats_cluster
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -271,8 +486,10 @@ impl Service {
         self.builder.dir.path()
     }
 
+    /// The NATS server the broker's client uses (its supervised child, or the first
+    /// external URL).
     pub fn nats_url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.builder.nats_port())
+        self.ports.nats_urls[0].clone()
     }
 
     /// Status and JSON body of a GET.

@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use prism_broker::routing::{FailureAction, Headers, RouteOutcome, RouteTable, TableSettings};
+use prism_broker::rules::{FailureAction, Headers, RouteOutcome, RouteTable, TableSettings};
 use prism_broker::subject::validate_subject;
 use proptest::prelude::*;
 use serde_json::{Map, Value};

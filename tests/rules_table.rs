@@ -6,9 +6,8 @@
 
 use bytes::Bytes;
 use prism_broker::config::default_streams;
-use prism_broker::routing::table::SourceFile;
-use prism_broker::routing::{
-    FailureAction, Headers, RouteOutcome, RouteSource, RouteTable, TableSettings,
+use prism_broker::rules::{
+    FailureAction, Headers, RouteOutcome, RouteSource, RouteTable, SourceFile, TableSettings,
 };
 use serde_json::{json, Value};
 
@@ -529,6 +528,6 @@ fn shipped_rules_compile_against_the_default_streams() {
 fn compiled_routes_can_move_into_tasks() {
     fn send_sync<T: Send + Sync + 'static>() {}
     send_sync::<RouteTable>();
-    send_sync::<std::sync::Arc<prism_broker::routing::CompiledRoute>>();
+    send_sync::<std::sync::Arc<prism_broker::rules::CompiledRoute>>();
     send_sync::<RouteOutcome>();
 }

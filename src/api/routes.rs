@@ -14,7 +14,7 @@ use super::envelope::{success, ApiError, ErrorCode};
 use super::state::AppState;
 use crate::router::task::queue_name;
 use crate::router::ReloadRoutes;
-use crate::routing::{CompiledRoute, Headers, RouteSource};
+use crate::rules::{CompiledRoute, Headers, RouteSource};
 
 /// Bound on a reload requested through the API.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);

@@ -7,8 +7,8 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
-use crate::routing::route::{HEADER_ERROR, HEADER_ORIGINAL_SUBJECT, HEADER_ROUTE};
-use crate::routing::{Headers, OutputMessage};
+use crate::rules::route::{HEADER_ERROR, HEADER_ORIGINAL_SUBJECT, HEADER_ROUTE};
+use crate::rules::{Headers, OutputMessage};
 
 /// Headers of an incoming message in the rule language's form.
 pub fn from_nats(headers: Option<&HeaderMap>) -> Headers {
@@ -89,7 +89,7 @@ pub async fn confirm(sent: Sent) -> Result<(), String> {
 
 /// The original message as a dead letter for `route`, when publishing its outputs failed.
 pub fn publish_failure_letter(
-    route: &crate::routing::CompiledRoute,
+    route: &crate::rules::CompiledRoute,
     subject: &str,
     headers: &Headers,
     payload: &Bytes,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use crate::routing::{RouteTable, RuleProblem};
+use crate::rules::{RouteTable, RuleProblem};
 
 /// How the latest reload attempt ended.
 #[derive(Debug, Clone)]

@@ -34,7 +34,7 @@ use tracing::{debug, error, info, warn};
 
 use super::output::{self, Sent};
 use super::state::RouterState;
-use crate::routing::{CompiledRoute, FailureAction, Headers, RouteOutcome, RouteSource};
+use crate::rules::{CompiledRoute, FailureAction, Headers, RouteOutcome, RouteSource};
 use crate::stats::metrics::RouteMetrics;
 
 /// Sends awaiting their acks per task before the task stops reading new messages.

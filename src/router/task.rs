@@ -34,7 +34,7 @@ use tracing::{debug, error, info, warn};
 
 use super::output::{self, Sent};
 use super::state::RouterState;
-use crate::rules::{CompiledRoute, FailureAction, Headers, RouteOutcome, RouteSource};
+use crate::rules::{CompiledRoute, FailureAction, Headers, RouteError, RouteOutcome, RouteSource};
 use crate::stats::metrics::RouteMetrics;
 
 /// Sends awaiting their acks per task before the task stops reading new messages.
@@ -278,12 +278,11 @@ impl Processor {
     /// subject; true when that worked.
     async fn dead_letter(deps: &TaskDeps, pending: &Pending, error: &str) -> bool {
         deps.metrics.errored();
-        let letter = output::publish_failure_letter(
-            &pending.route,
+        let letter = pending.route.dead_letter(
             &pending.subject,
             &pending.headers,
             &pending.payload,
-            error,
+            &RouteError::Publish(error.to_string()),
         );
         let sent = match output::send(&deps.client, &deps.js, letter).await {
             Ok(sent) => output::confirm(sent).await,

@@ -213,8 +213,8 @@ impl Condition {
             Condition::Header { name, op } => match ctx.headers.get_all(name) {
                 [] => op.test(None),
                 values => match op {
-                    TextOp::Ne(_) => values.iter().all(|v| op.test(Some(v))),
-                    _ => values.iter().any(|v| op.test(Some(v))),
+                    TextOp::Ne(_) => values.iter().all(|v| op.test(Some(v.as_str()))),
+                    _ => values.iter().any(|v| op.test(Some(v.as_str()))),
                 },
             },
         }

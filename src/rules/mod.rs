@@ -14,8 +14,10 @@
 //!    `{$.path}`, `{@now_ms}`), `yaml` (YAML nodes that know their line).
 //! 2. **What runs on a message** — `condition` (`when:`) and `steps` (the `Transform`
 //!    trait, its registry, the pipeline, one file per step kind; stateful kinds go there).
-//! 3. **The compiled route** — `route` (`CompiledRoute::process`: match, parse, filter,
-//!    transform, render, `on_error`) and `table` (every route; dry runs).
+//! 3. **The compiled route** — `message` (an output and the exact subject, header map and
+//!    payload it hands to async-nats; the dead-letter headers), `route`
+//!    (`CompiledRoute::process`: match, parse, filter, transform, render, `on_error`, dead
+//!    letters) and `table` (every route; dry runs).
 //! 4. **Compilation** — `compile` (texts to a table, every problem with `file:line`,
 //!    lint).
 //! 5. **Loading** — `load` (reads `routes.d/` and `transforms/`).
@@ -27,6 +29,7 @@ pub(crate) mod condition;
 pub(crate) mod context;
 pub(crate) mod headers;
 pub(crate) mod load;
+pub(crate) mod message;
 pub(crate) mod path;
 pub(crate) mod pattern;
 pub(crate) mod route;
@@ -39,9 +42,9 @@ pub(crate) mod yaml;
 
 pub use compile::{RuleProblem, SourceFile, TableError, TableSettings};
 pub use context::MessageContext;
-pub use headers::Headers;
+pub use headers::{HeaderError, Headers};
+pub use message::{NatsMessage, OutputMessage};
 pub use route::{
-    CompiledOutput, CompiledRoute, FailureAction, OnError, OutputMessage, RouteError, RouteOutcome,
-    RouteSource,
+    CompiledOutput, CompiledRoute, FailureAction, OnError, RouteError, RouteOutcome, RouteSource,
 };
 pub use table::{RouteResult, RouteTable};

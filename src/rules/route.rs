@@ -1,30 +1,36 @@
 //! One compiled route and what it does to one message: match the subject, parse the payload
 //! (only when a condition, transform, template or `age_from` reads it), check `when`, run the
 //! transforms, render the outputs. Never panics and never does I/O: every failure becomes a
-//! [`RouteOutcome::Failed`] carrying the action `on_error` asks for.
+//! [`RouteOutcome::Failed`] carrying the action `on_error` asks for — a rendered subject
+//! that is not a valid subject, and a rendered header or `msg_id` that NATS could not carry,
+//! included. [`CompiledRoute::dead_letter`] is the one builder of dead letters, also for
+//! messages whose outputs the router could not publish.
 //!
-//! Layer 3 (the compiled route) of [`crate::rules`]; imports `condition`, `steps` and the
-//! primitives. Built by `compile/route.rs` above it.
+//! Layer 3 (the compiled route) of [`crate::rules`]; imports `message`, `condition`, `steps`
+//! and the primitives. Built by `compile/route.rs` above it.
 
 use std::time::Duration;
 
+use async_nats::HeaderName;
 use bytes::Bytes;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::condition::Condition;
 use super::context::MessageContext;
-use super::headers::Headers;
+use super::headers::{header_value, HeaderError, Headers};
+use super::message::{
+    carried_headers, error_header, header_text, OutputMessage, HEADER_ERROR,
+    HEADER_ORIGINAL_SUBJECT, HEADER_ROUTE,
+};
 use super::path::CompiledPath;
 use super::pattern::SubjectPattern;
 use super::steps::{Applied, Pipeline, TransformError};
 use super::template::{Template, TemplateError};
 use super::value::as_number;
 
-/// Headers the router puts on dead letters.
-pub const HEADER_ROUTE: &str = "Prism-Route";
-pub const HEADER_ERROR: &str = "Prism-Error";
-pub const HEADER_ORIGINAL_SUBJECT: &str = "Prism-Original-Subject";
+/// The header a `msg_id` becomes.
+const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
 /// Why one message failed in a route.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -39,6 +45,15 @@ pub enum RouteError {
         template: String,
         source: TemplateError,
     },
+    /// A rendered `msg_id` or header value NATS could not carry (a line break).
+    #[error("output {field}: {source}")]
+    Header {
+        field: &'static str,
+        source: HeaderError,
+    },
+    /// The router could not publish the outputs (set by the router, for the dead letter).
+    #[error("publish failed: {0}")]
+    Publish(String),
 }
 
 impl Serialize for RouteError {
@@ -88,28 +103,8 @@ pub struct CompiledOutput {
     pub msg_id: Option<Template>,
     /// Copy the incoming headers (except `Nats-*` server controls).
     pub carry_headers: bool,
-    pub headers: Vec<(String, Template)>,
-}
-
-/// A message to publish.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OutputMessage {
-    pub subject: String,
-    pub headers: Headers,
-    #[serde(serialize_with = "payload_as_json")]
-    pub payload: Bytes,
-    /// Publish through JetStream and wait for the stream's ack.
-    pub jetstream: bool,
-    /// To send as `Nats-Msg-Id` (server-side de-duplication).
-    pub msg_id: Option<String>,
-}
-
-/// Payloads show as JSON when they are JSON, as text otherwise (dry runs, test output).
-fn payload_as_json<S: Serializer>(payload: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-    match serde_json::from_slice::<Value>(payload) {
-        Ok(v) => v.serialize(s),
-        Err(_) => s.serialize_str(&String::from_utf8_lossy(payload)),
-    }
+    /// Header names were checked at load; values are checked as they are rendered.
+    pub headers: Vec<(HeaderName, Template)>,
 }
 
 /// What the route does with a failed message.
@@ -218,12 +213,7 @@ impl CompiledRoute {
             match serde_json::from_slice::<Value>(payload) {
                 Ok(v) => v,
                 Err(e) => {
-                    return self.fail(
-                        RouteError::NotJson(e.to_string()),
-                        &ctx,
-                        &Value::Null,
-                        payload,
-                    )
+                    return self.fail(RouteError::NotJson(e.to_string()), &ctx, None, payload)
                 }
             }
         } else {
@@ -243,12 +233,16 @@ impl CompiledRoute {
         if self.pipeline.is_empty() {
             return match self.render_all(&ctx, &parsed, payload) {
                 Ok(messages) => RouteOutcome::Outputs { messages, age_ms },
-                Err(e) => self.fail(e, &ctx, &parsed, payload),
+                Err(e) => self.fail(e, &ctx, Some(&parsed), payload),
             };
         }
+        // pass_through renders its outputs from the original payload: only such a route
+        // keeps a copy of it while the steps change the parsed one
+        let original = (self.on_error == OnError::PassThrough).then(|| parsed.clone());
+        let original = original.as_ref();
         let transformed = match self.pipeline.apply(parsed, &ctx) {
             Ok(t) => t,
-            Err(e) => return self.fail(e.into(), &ctx, &Value::Null, payload),
+            Err(e) => return self.fail(e.into(), &ctx, original, payload),
         };
         let transformed: &[Value] = match &transformed {
             Applied::One(v) => std::slice::from_ref(v),
@@ -263,11 +257,11 @@ impl CompiledRoute {
                     field: String::new(),
                     message: e.to_string(),
                 };
-                return self.fail(err.into(), &ctx, &Value::Null, payload);
+                return self.fail(err.into(), &ctx, original, payload);
             }
             match self.render_all(&ctx, message, &Bytes::from(buf)) {
                 Ok(out) => messages.extend(out),
-                Err(e) => return self.fail(e, &ctx, &Value::Null, payload),
+                Err(e) => return self.fail(e, &ctx, original, payload),
             }
         }
         RouteOutcome::Outputs { messages, age_ms }
@@ -280,97 +274,56 @@ impl CompiledRoute {
         message: &Value,
         bytes: &Bytes,
     ) -> Result<Vec<OutputMessage>, RouteError> {
-        let mut out = Vec::with_capacity(self.outputs.len());
-        for output in &self.outputs {
-            let template_err = |field, t: &Template| {
-                let template = t.as_str().to_string();
-                move |source| RouteError::Template {
-                    field,
-                    template,
-                    source,
-                }
-            };
-            let subject = output
-                .subject
-                .render_subject(ctx, message)
-                .map_err(template_err("subject", &output.subject))?;
-            let msg_id = match &output.msg_id {
-                Some(t) => Some(
-                    t.render_string(ctx, message)
-                        .map_err(template_err("msg_id", t))?,
-                ),
-                None => None,
-            };
-            let mut headers = Headers::new();
-            if output.carry_headers {
-                for (name, values) in ctx.headers.iter() {
-                    if !is_server_control(name) {
-                        for v in values {
-                            headers.append(name, v.as_str());
-                        }
-                    }
-                }
-            }
-            for (name, t) in &output.headers {
-                headers.insert(
-                    name.as_str(),
-                    t.render_string(ctx, message)
-                        .map_err(template_err("header", t))?,
-                );
-            }
-            out.push(OutputMessage {
-                subject,
-                headers,
-                payload: bytes.clone(),
-                jetstream: output.jetstream,
-                msg_id,
-            });
-        }
-        Ok(out)
+        self.outputs
+            .iter()
+            .map(|output| output.render(ctx, message, bytes))
+            .collect()
     }
 
+    /// What `on_error` does with a message that failed with `error`. `original` is the
+    /// parsed original payload, when it parsed: pass_through renders from it.
     fn fail(
         &self,
         error: RouteError,
         ctx: &MessageContext<'_>,
-        original: &Value,
+        original: Option<&Value>,
         payload: &Bytes,
     ) -> RouteOutcome {
+        let dead_letter = |error: &RouteError| {
+            FailureAction::DeadLetter(self.dead_letter(ctx.subject, ctx.headers, payload, error))
+        };
         let action = match self.on_error {
             OnError::Drop => FailureAction::Drop,
-            OnError::PassThrough => match self.render_all(ctx, original, payload) {
-                Ok(messages) => FailureAction::PassThrough(messages),
-                Err(_) => FailureAction::DeadLetter(self.dead_letter(&error, ctx, payload)),
-            },
-            OnError::DeadLetter => {
-                FailureAction::DeadLetter(self.dead_letter(&error, ctx, payload))
+            OnError::PassThrough => {
+                match self.render_all(ctx, original.unwrap_or(&Value::Null), payload) {
+                    Ok(messages) => FailureAction::PassThrough(messages),
+                    Err(_) => dead_letter(&error),
+                }
             }
+            OnError::DeadLetter => dead_letter(&error),
         };
         RouteOutcome::Failed { error, action }
     }
 
-    /// The original message addressed to `{dead_letter_prefix}.{route}`, with headers
-    /// naming the route, the error and the original subject.
+    /// The original message (`subject`, `headers`, `payload` as received) addressed to
+    /// `{dead_letter_prefix}.{route}`: the incoming headers but the `Nats-*` controls, and
+    /// `Prism-Route`, `Prism-Error` and `Prism-Original-Subject`. The one dead-letter
+    /// builder, for messages that fail in the route and for those the router could not
+    /// publish ([`RouteError::Publish`]).
     pub fn dead_letter(
         &self,
-        error: &RouteError,
-        ctx: &MessageContext<'_>,
+        subject: &str,
+        headers: &Headers,
         payload: &Bytes,
+        error: &RouteError,
     ) -> OutputMessage {
-        let mut headers = Headers::new();
-        for (name, values) in ctx.headers.iter() {
-            if !is_server_control(name) {
-                for v in values {
-                    headers.append(name, v.as_str());
-                }
-            }
-        }
-        headers.insert(HEADER_ROUTE, self.name.as_str());
-        headers.insert(HEADER_ERROR, sanitize_header(&error.to_string()));
-        headers.insert(HEADER_ORIGINAL_SUBJECT, ctx.subject);
+        let mut out = carried_headers(headers);
+        out.insert(HEADER_ROUTE, header_text(&self.name));
+        out.insert(HEADER_ERROR, error_header(error));
+        out.insert(HEADER_ORIGINAL_SUBJECT, header_text(subject));
         OutputMessage {
             subject: self.dead_letter_subject.clone(),
-            headers,
+            headers: out,
             payload: payload.clone(),
             jetstream: self.dead_letter_jetstream,
             msg_id: None,
@@ -378,21 +331,61 @@ impl CompiledRoute {
     }
 }
 
-/// `Nats-*` headers are per-message server controls (`Nats-Msg-Id`, `Nats-Expected-*`);
-/// carrying them to another subject would make the server drop or reject the copy.
-fn is_server_control(name: &str) -> bool {
-    name.len() >= 5 && name[..5].eq_ignore_ascii_case("nats-")
-}
-
-/// Header values cannot hold line breaks; long errors are cut.
-fn sanitize_header(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(512)
-        .collect();
-    if text.chars().count() > 512 {
-        out.push('…');
+impl CompiledOutput {
+    /// This output's message for one (transformed) payload serialized as `bytes`.
+    fn render(
+        &self,
+        ctx: &MessageContext<'_>,
+        message: &Value,
+        bytes: &Bytes,
+    ) -> Result<OutputMessage, RouteError> {
+        let template_err = |field, t: &Template| {
+            let template = t.as_str().to_string();
+            move |source| RouteError::Template {
+                field,
+                template,
+                source,
+            }
+        };
+        let subject = self
+            .subject
+            .render_subject(ctx, message)
+            .map_err(template_err("subject", &self.subject))?;
+        let msg_id = match &self.msg_id {
+            Some(t) => {
+                let id = t
+                    .render_string(ctx, message)
+                    .map_err(template_err("msg_id", t))?;
+                let id = header_value(MSG_ID_HEADER, &id).map_err(|source| RouteError::Header {
+                    field: "msg_id",
+                    source,
+                })?;
+                Some(id)
+            }
+            None => None,
+        };
+        let mut headers = if self.carry_headers {
+            carried_headers(ctx.headers)
+        } else {
+            Headers::new()
+        };
+        for (name, t) in &self.headers {
+            let text = t
+                .render_string(ctx, message)
+                .map_err(template_err("header", t))?;
+            let value =
+                header_value(name.as_ref(), &text).map_err(|source| RouteError::Header {
+                    field: "header",
+                    source,
+                })?;
+            headers.insert(name.clone(), value);
+        }
+        Ok(OutputMessage {
+            subject,
+            headers,
+            payload: bytes.clone(),
+            jetstream: self.jetstream,
+            msg_id,
+        })
     }
-    out
 }

@@ -27,7 +27,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::headers::Headers;
-use super::route::{FailureAction, OutputMessage, RouteOutcome};
+use super::message::OutputMessage;
+use super::route::{FailureAction, RouteOutcome};
 use super::table::RouteTable;
 use super::yaml::{self, Node};
 
@@ -277,16 +278,23 @@ fn compare_output(
         }
     }
     if let Some(id) = &e.msg_id {
-        if Some(id) != m.msg_id.as_ref() {
-            diff.push(format!("{at}.msg_id: expected {id:?}, got {:?}", m.msg_id));
+        let got = m.msg_id.as_ref().map(|v| v.as_str());
+        if Some(id.as_str()) != got {
+            diff.push(format!("{at}.msg_id: expected {id:?}, got {got:?}"));
         }
     }
     if let Some(headers) = &e.headers {
         for (name, values) in headers.iter() {
+            let name: &str = name.as_ref();
             let got = m.headers.get_all(name);
             if got != values {
+                let text = |vs: &[async_nats::HeaderValue]| -> Vec<String> {
+                    vs.iter().map(|v| v.as_str().to_string()).collect()
+                };
                 diff.push(format!(
-                    "{at}.headers.{name}: expected {values:?}, got {got:?}"
+                    "{at}.headers.{name}: expected {:?}, got {:?}",
+                    text(values),
+                    text(got)
                 ));
             }
         }

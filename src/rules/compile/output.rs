@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::fields::deserialize;
+use crate::rules::headers::{header_name, header_value};
 use crate::rules::pattern::split_tokens;
 use crate::rules::route::CompiledOutput;
 use crate::rules::template::{CaptureScope, Template};
@@ -54,15 +55,22 @@ pub(super) fn compile(
         .msg_id
         .as_deref()
         .and_then(|t| template("msg_id", t, problems));
+    if let Some(t) = &msg_id {
+        check_literal_value("msg_id", "Nats-Msg-Id", t, line, problems);
+    }
     let mut headers = Vec::new();
     for (name, text) in &raw.headers {
-        if name.is_empty()
-            || name.contains(|c: char| c.is_whitespace() || c == ':' || c.is_control())
-        {
-            problems.push(Problem::new(line, format!("invalid header name {name:?}")));
-        }
-        if let Some(t) = template("headers", text, problems) {
-            headers.push((name.clone(), t));
+        let name = match header_name(name) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                problems.push(Problem::new(line, format!("`headers`: {e}")));
+                None
+            }
+        };
+        let t = template("headers", text, problems);
+        if let (Some(name), Some(t)) = (name, t) {
+            check_literal_value("headers", name.as_ref(), &t, line, problems);
+            headers.push((name, t));
         }
     }
     let subject = subject?;
@@ -77,6 +85,23 @@ pub(super) fn compile(
             headers,
         },
     ))
+}
+
+/// The literal text of a header or `msg_id` template must be a valid header value already
+/// (a rendered value is checked per message: it goes to `on_error` when it is not).
+fn check_literal_value(
+    field: &str,
+    header: &str,
+    template: &Template,
+    line: usize,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(e) = template
+        .literal_parts()
+        .find_map(|text| header_value(header, text).err())
+    {
+        problems.push(Problem::new(line, format!("`{field}`: {e}")));
+    }
 }
 
 /// The literal parts of a subject template must already form a valid subject.

@@ -282,7 +282,7 @@ impl TextOp {
 /// Equality as an operator means it: a number in the rule equals the same number in the
 /// payload whether sent as a number or as a numeric string (`100` = `"100.0"`); a string in
 /// the rule equals the same text, or a number / boolean written that way.
-pub fn value_eq(actual: &Value, expected: &Value) -> bool {
+fn value_eq(actual: &Value, expected: &Value) -> bool {
     match (actual, expected) {
         (_, Value::Number(e)) => match (actual, e.as_i64()) {
             (Value::Number(a), Some(ei)) if a.as_i64().is_some() => a.as_i64() == Some(ei),

@@ -110,11 +110,6 @@ impl Headers {
         self.entries.is_empty()
     }
 
-    /// Number of distinct names.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     fn position(&self, name: &str) -> Option<usize> {
         self.entries
             .iter()
@@ -254,7 +249,6 @@ mod tests {
         assert_eq!(h.get("Nats-Msg-Id"), Some("b"));
         let names: Vec<&str> = h.iter().map(|(n, _)| n.as_ref()).collect();
         assert_eq!(names, ["Nats-Msg-Id", "x-source"]);
-        assert_eq!(h.len(), 2);
     }
 
     #[test]

@@ -79,7 +79,7 @@ fn payload_as_json<S: Serializer>(payload: &Bytes, s: S) -> Result<S::Ok, S::Err
 
 /// `Nats-*` headers are per-message server controls (`Nats-Msg-Id`, `Nats-Expected-*`);
 /// carrying them to another subject would make the server drop or reject the copy.
-pub fn is_server_control(name: &str) -> bool {
+fn is_server_control(name: &str) -> bool {
     name.as_bytes()
         .get(..5)
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"nats-"))

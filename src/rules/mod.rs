@@ -41,7 +41,6 @@ pub(crate) mod value;
 pub(crate) mod yaml;
 
 pub use compile::{RuleProblem, SourceFile, TableError, TableSettings};
-pub use context::MessageContext;
 pub use headers::{HeaderError, Headers};
 pub use message::{NatsMessage, OutputMessage};
 pub use route::{

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::headers::Headers;
-use super::route::{CompiledRoute, RouteOutcome, RouteSource};
+use super::route::{CompiledRoute, RouteOutcome};
 
 /// The compiled, immutable route table.
 #[derive(Debug, Default)]
@@ -44,15 +44,6 @@ impl RouteTable {
     /// Names of the named pipelines loaded from `transforms/`.
     pub fn transform_names(&self) -> &[String] {
         &self.transforms
-    }
-
-    /// The subscriptions the router opens: (filter, source), one per route, in route order;
-    /// each route runs on its own subscription so it can run in its own task.
-    pub fn subscriptions(&self) -> Vec<(&str, &RouteSource)> {
-        self.routes
-            .iter()
-            .map(|r| (r.subscription(), &r.source))
-            .collect()
     }
 
     /// Dry run: every route whose `from` matches `subject`, with what it would do.

@@ -179,19 +179,6 @@ impl Template {
         })
     }
 
-    /// True when the template is literal text only.
-    pub fn is_literal(&self) -> bool {
-        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
-    }
-
-    /// Capture names the template uses.
-    pub fn captures(&self) -> impl Iterator<Item = &str> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Capture { name, .. } => Some(name.as_str()),
-            _ => None,
-        })
-    }
-
     /// Renders to text (for `msg_id`, headers and string values).
     pub fn render_string(
         &self,
@@ -314,6 +301,23 @@ impl Template {
     }
 }
 
+/// What the template tests read.
+#[cfg(test)]
+impl Template {
+    /// True when the template is literal text only.
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+
+    /// Capture names the template uses.
+    pub fn captures(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Capture { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+    }
+}
+
 /// At most 128 characters of a rendered value, for an error (a payload value may be huge).
 fn preview(text: &str) -> String {
     let mut out: String = text.chars().take(128).collect();
@@ -325,7 +329,7 @@ fn preview(text: &str) -> String {
 
 /// Epoch milliseconds as RFC 3339 UTC with millisecond precision, e.g.
 /// `2026-11-21T19:42:13.376Z`; out-of-range values render as the epoch number.
-pub fn format_rfc3339_ms(ms: i64) -> String {
+fn format_rfc3339_ms(ms: i64) -> String {
     match DateTime::from_timestamp_millis(ms) {
         Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
         None => ms.to_string(),

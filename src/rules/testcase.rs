@@ -155,16 +155,16 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<LocatedCase>, Vec<TestFi
 
 /// What the table did with a case's message.
 #[derive(Debug, Default)]
-pub struct Observed {
+struct Observed {
     pub outputs: Vec<(String, OutputMessage)>,
     pub dead_letters: Vec<(String, String, OutputMessage)>,
     pub dropped: Vec<(String, String)>,
 }
 
 /// Default routing time of cases without `now_ms`: fixed, so outputs are reproducible.
-pub const DEFAULT_NOW_MS: i64 = 1_795_290_133_500;
+const DEFAULT_NOW_MS: i64 = 1_795_290_133_500;
 
-pub fn observe(table: &RouteTable, case: &TestCase) -> Observed {
+fn observe(table: &RouteTable, case: &TestCase) -> Observed {
     let payload = payload_bytes(&case.payload);
     let now = case.now_ms.unwrap_or(DEFAULT_NOW_MS);
     let mut seen = Observed::default();
@@ -314,13 +314,7 @@ fn compare_output(
 }
 
 /// Appends one line per differing field. Numbers compare by value (`12` = `12.0`).
-pub fn json_diff(
-    path: &str,
-    expected: &Value,
-    actual: &Value,
-    subset: bool,
-    diff: &mut Vec<String>,
-) {
+fn json_diff(path: &str, expected: &Value, actual: &Value, subset: bool, diff: &mut Vec<String>) {
     match (expected, actual) {
         (Value::Object(e), Value::Object(a)) => {
             for (k, ev) in e {
@@ -350,7 +344,7 @@ pub fn json_diff(
 
 /// The bytes to send for a payload given in a test file or an API request: a JSON string is
 /// sent as its text (so non-JSON input can be tested), any other value as JSON.
-pub fn payload_bytes(value: &Value) -> Bytes {
+fn payload_bytes(value: &Value) -> Bytes {
     match value {
         Value::String(s) => Bytes::from(s.clone().into_bytes()),
         other => Bytes::from(other.to_string().into_bytes()),

@@ -11,7 +11,7 @@ use super::{
 use crate::rules::yaml::Node;
 
 /// Every built-in kind and its builder.
-pub const REGISTRY: &[(&str, Builder)] = &[
+const REGISTRY: &[(&str, Builder)] = &[
     ("set", set::build),
     ("rename", rename::build),
     ("remove", remove::build),

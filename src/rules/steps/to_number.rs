@@ -29,7 +29,7 @@ pub fn build(
 }
 
 /// The number a numeric string stands for: an integer when it is written as one.
-pub fn number_from_text(text: &str) -> Option<Number> {
+fn number_from_text(text: &str) -> Option<Number> {
     let t = text.trim();
     if let Ok(i) = t.parse::<i64>() {
         return Some(Number::from(i));

@@ -34,26 +34,51 @@ fn validate(text: &str, wildcards: bool) -> Result<(), SubjectError> {
             text.len()
         ));
     }
-    let mut tokens = text.split('.').peekable();
-    while let Some(token) = tokens.next() {
-        if token.is_empty() {
-            return Err(format!("subject {text:?} has an empty token"));
+    // one pass: characters are checked as they come, each token when its '.' (or the end)
+    // is reached; `wild` says whether the token holds '*' or '>'
+    let mut start = 0;
+    let mut wild = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '.' => {
+                validate_token(text, &text[start..i], wild, false, wildcards)?;
+                start = i + 1;
+                wild = false;
+            }
+            '*' | '>' => wild = true,
+            c if c.is_whitespace() || c.is_control() => {
+                return Err(format!("subject {text:?} contains the character {c:?}"));
+            }
+            _ => {}
         }
-        if let Some(c) = token.chars().find(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("subject {text:?} contains the character {c:?}"));
-        }
-        let is_wildcard = token == "*" || token == ">";
-        if is_wildcard && !wildcards {
-            return Err(format!("subject {text:?} contains the wildcard {token:?}"));
-        }
-        if token == ">" && tokens.peek().is_some() {
-            return Err(format!("subject {text:?}: '>' must be the last token"));
-        }
-        if !is_wildcard && (token.contains('*') || token.contains('>')) {
-            return Err(format!(
-                "subject {text:?}: wildcard characters must stand alone in a token"
-            ));
-        }
+    }
+    validate_token(text, &text[start..], wild, true, wildcards)
+}
+
+fn validate_token(
+    text: &str,
+    token: &str,
+    wild: bool,
+    last: bool,
+    wildcards: bool,
+) -> Result<(), SubjectError> {
+    if token.is_empty() {
+        return Err(format!("subject {text:?} has an empty token"));
+    }
+    if !wild {
+        return Ok(());
+    }
+    let is_wildcard = token == "*" || token == ">";
+    if is_wildcard && !wildcards {
+        return Err(format!("subject {text:?} contains the wildcard {token:?}"));
+    }
+    if token == ">" && !last {
+        return Err(format!("subject {text:?}: '>' must be the last token"));
+    }
+    if !is_wildcard {
+        return Err(format!(
+            "subject {text:?}: wildcard characters must stand alone in a token"
+        ));
     }
     Ok(())
 }
@@ -128,6 +153,60 @@ mod tests {
             .unwrap_err()
             .contains("more than 3072"));
         assert!(validate_filter(&too_long).is_err());
+    }
+
+    /// The plain token-by-token reading of the rules, to check the one-pass one against.
+    fn reference(text: &str, wildcards: bool) -> Result<(), SubjectError> {
+        if text.is_empty() {
+            return Err("subject is empty".into());
+        }
+        let tokens: Vec<&str> = text.split('.').collect();
+        for (i, token) in tokens.iter().enumerate() {
+            if token.is_empty() {
+                return Err(format!("subject {text:?} has an empty token"));
+            }
+            if let Some(c) = token.chars().find(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!("subject {text:?} contains the character {c:?}"));
+            }
+            let is_wildcard = *token == "*" || *token == ">";
+            if is_wildcard && !wildcards {
+                return Err(format!("subject {text:?} contains the wildcard {token:?}"));
+            }
+            if *token == ">" && i + 1 != tokens.len() {
+                return Err(format!("subject {text:?}: '>' must be the last token"));
+            }
+            if !is_wildcard && (token.contains('*') || token.contains('>')) {
+                return Err(format!(
+                    "subject {text:?}: wildcard characters must stand alone in a token"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn one_pass_validation_agrees_with_the_plain_reading() {
+        let parts = [
+            "a", "", ".", "*", ">", " ", "\t", "\n", "é", "日本", "\u{85}", "b*", ">c",
+        ];
+        let mut texts = Vec::new();
+        for x in parts {
+            for y in parts {
+                for z in parts {
+                    texts.push(format!("{x}{y}{z}"));
+                    texts.push(format!("{x}.{y}.{z}"));
+                }
+            }
+        }
+        for text in &texts {
+            for wildcards in [false, true] {
+                assert_eq!(
+                    validate(text, wildcards),
+                    reference(text, wildcards),
+                    "{text:?} wildcards={wildcards}"
+                );
+            }
+        }
     }
 
     #[test]

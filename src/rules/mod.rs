@@ -22,6 +22,11 @@
 //!    lint).
 //! 5. **Loading** — `load` (reads `routes.d/` and `transforms/`).
 //! 6. **Tools** — `testcase` (`*.test.yaml` cases) and [`cli`] (`check` / `test`).
+//!
+//! Where new parts go: an expression language for computed values belongs in layer 1
+//! beside `template`, so that `condition` and the steps can use it; a new step kind,
+//! stateless or stateful, is one file in `steps/` registered in `steps/registry.rs`, and
+//! its config is built by what `compile/pipeline.rs` already calls.
 
 pub mod cli;
 pub(crate) mod compile;

@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use prism_broker::routing::{Headers, RouteOutcome, RouteTable, TableSettings};
+use prism_broker::rules::{Headers, RouteOutcome, RouteTable, TableSettings};
 
 const TRADE: &str = r#"{"symbol": "BTC-USDT", "price": "67234.56000000", "quantity": "0.01250000", "side": "sell", "trade_id": "5123456789", "exchange": "binance", "market_type": "spot", "data_source": "marketprism", "normalized_symbol": "BTC-USDT", "data_type": "trade", "ts_ms": 1795290133376, "trade_ts_ms": 1795290133198, "publisher": "unified-collector", "collected_ts_ms": 1795290133375}"#;
 

@@ -7,9 +7,9 @@
 //! - [`nats`]: the supervised `nats-server` child (`NatsProcessActor`), generation of its
 //!   config file, and the shared async-nats client connection.
 //! - [`streams`]: `StreamActor`, JetStream stream config mapping, default streams.
-//! - [`routing`]: pure rule language: subject patterns, conditions, templates, the compiled
-//!   route table. No actix, no I/O.
-//! - [`transforms`]: the `Transform` trait, its registry and one file per step kind.
+//! - [`rules`]: the rule language, pure (no actix, no network): primitives (subject
+//!   patterns, templates, JSONPath, headers), conditions and transform steps, the compiled
+//!   route and table, compilation with lint, loading, and the `check` / `test` commands.
 //! - [`router`]: `RouterActor`, subscription/consumer tasks, publishing, dead letters, reload.
 //! - [`stats`]: `StatsActor` and every metric, declared once.
 //! - [`subject`]: NATS subject and filter syntax, matching and overlap (pure).
@@ -20,9 +20,8 @@ pub mod api;
 pub mod config;
 pub mod nats;
 pub mod router;
-pub mod routing;
+pub mod rules;
 pub mod service;
 pub mod stats;
 pub mod streams;
 pub mod subject;
-pub mod transforms;

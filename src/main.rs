@@ -46,8 +46,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
-        Command::Check => prism_broker::routing::cli::check(&cli.config),
-        Command::Test { dir } => prism_broker::routing::cli::test(&dir, &cli.config),
+        Command::Check => prism_broker::rules::cli::check(&cli.config),
+        Command::Test { dir } => prism_broker::rules::cli::test(&dir, &cli.config),
     }
 }
 

@@ -25,7 +25,7 @@ use crate::nats::{
     StopServer,
 };
 use crate::router::{ReloadRoutes, RouterActor, RouterRuntime, RouterState, StopRoutes};
-use crate::routing::{RouteTable, RuleProblem};
+use crate::rules::{RouteTable, RuleProblem};
 use crate::stats::{metrics::MetricsError, Metrics, RequestMetrics, StatsActor, StatsConfig};
 use crate::streams::{StoreWatch, StreamActor, StreamsState};
 

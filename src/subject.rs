@@ -5,8 +5,15 @@
 /// Why a subject or filter is not valid, in words for an error message.
 pub type SubjectError = String;
 
+/// The longest subject the service publishes or accepts. nats-server reads a publish's
+/// control line (`HPUB <subject> <reply inbox> <header size> <total size>`) into at most
+/// 4,096 bytes (`max_control_line`) and closes the connection on a longer one, which would
+/// cut every route and request sharing it; 3,072 leaves room for the rest of the line.
+pub const MAX_SUBJECT_LEN: usize = 3072;
+
 /// A concrete subject a message can be published to: non-empty dot-separated tokens, no
-/// wildcards, no white space or control characters.
+/// wildcards, no white space or control characters, at most [`MAX_SUBJECT_LEN`] bytes.
+/// Allocates only to describe a failure (it runs once per routed message).
 pub fn validate_subject(subject: &str) -> Result<(), SubjectError> {
     validate(subject, false)
 }
@@ -21,26 +28,57 @@ fn validate(text: &str, wildcards: bool) -> Result<(), SubjectError> {
     if text.is_empty() {
         return Err("subject is empty".into());
     }
-    let tokens: Vec<&str> = text.split('.').collect();
-    for (i, token) in tokens.iter().enumerate() {
-        if token.is_empty() {
-            return Err(format!("subject {text:?} has an empty token"));
+    if text.len() > MAX_SUBJECT_LEN {
+        return Err(format!(
+            "subject is {} bytes long, more than {MAX_SUBJECT_LEN}",
+            text.len()
+        ));
+    }
+    // one pass: characters are checked as they come, each token when its '.' (or the end)
+    // is reached; `wild` says whether the token holds '*' or '>'
+    let mut start = 0;
+    let mut wild = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '.' => {
+                validate_token(text, &text[start..i], wild, false, wildcards)?;
+                start = i + 1;
+                wild = false;
+            }
+            '*' | '>' => wild = true,
+            c if c.is_whitespace() || c.is_control() => {
+                return Err(format!("subject {text:?} contains the character {c:?}"));
+            }
+            _ => {}
         }
-        if let Some(c) = token.chars().find(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("subject {text:?} contains the character {c:?}"));
-        }
-        let is_wildcard = *token == "*" || *token == ">";
-        if is_wildcard && !wildcards {
-            return Err(format!("subject {text:?} contains the wildcard {token:?}"));
-        }
-        if *token == ">" && i + 1 != tokens.len() {
-            return Err(format!("subject {text:?}: '>' must be the last token"));
-        }
-        if !is_wildcard && (token.contains('*') || token.contains('>')) {
-            return Err(format!(
-                "subject {text:?}: wildcard characters must stand alone in a token"
-            ));
-        }
+    }
+    validate_token(text, &text[start..], wild, true, wildcards)
+}
+
+fn validate_token(
+    text: &str,
+    token: &str,
+    wild: bool,
+    last: bool,
+    wildcards: bool,
+) -> Result<(), SubjectError> {
+    if token.is_empty() {
+        return Err(format!("subject {text:?} has an empty token"));
+    }
+    if !wild {
+        return Ok(());
+    }
+    let is_wildcard = token == "*" || token == ">";
+    if is_wildcard && !wildcards {
+        return Err(format!("subject {text:?} contains the wildcard {token:?}"));
+    }
+    if token == ">" && !last {
+        return Err(format!("subject {text:?}: '>' must be the last token"));
+    }
+    if !is_wildcard {
+        return Err(format!(
+            "subject {text:?}: wildcard characters must stand alone in a token"
+        ));
     }
     Ok(())
 }
@@ -106,6 +144,69 @@ mod tests {
         assert!(validate_subject("a.>").is_err());
         assert!(validate_subject("a b").is_err());
         assert!(validate_subject("a\tb").is_err());
+        assert!(validate_subject("a\r\nb").is_err());
+        assert!(validate_subject("ä.ß").is_ok(), "multibyte text is allowed");
+        let long = "a".repeat(MAX_SUBJECT_LEN);
+        assert!(validate_subject(&long).is_ok());
+        let too_long = format!("{long}b");
+        assert!(validate_subject(&too_long)
+            .unwrap_err()
+            .contains("more than 3072"));
+        assert!(validate_filter(&too_long).is_err());
+    }
+
+    /// The plain token-by-token reading of the rules, to check the one-pass one against.
+    fn reference(text: &str, wildcards: bool) -> Result<(), SubjectError> {
+        if text.is_empty() {
+            return Err("subject is empty".into());
+        }
+        let tokens: Vec<&str> = text.split('.').collect();
+        for (i, token) in tokens.iter().enumerate() {
+            if token.is_empty() {
+                return Err(format!("subject {text:?} has an empty token"));
+            }
+            if let Some(c) = token.chars().find(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!("subject {text:?} contains the character {c:?}"));
+            }
+            let is_wildcard = *token == "*" || *token == ">";
+            if is_wildcard && !wildcards {
+                return Err(format!("subject {text:?} contains the wildcard {token:?}"));
+            }
+            if *token == ">" && i + 1 != tokens.len() {
+                return Err(format!("subject {text:?}: '>' must be the last token"));
+            }
+            if !is_wildcard && (token.contains('*') || token.contains('>')) {
+                return Err(format!(
+                    "subject {text:?}: wildcard characters must stand alone in a token"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn one_pass_validation_agrees_with_the_plain_reading() {
+        let parts = [
+            "a", "", ".", "*", ">", " ", "\t", "\n", "é", "日本", "\u{85}", "b*", ">c",
+        ];
+        let mut texts = Vec::new();
+        for x in parts {
+            for y in parts {
+                for z in parts {
+                    texts.push(format!("{x}{y}{z}"));
+                    texts.push(format!("{x}.{y}.{z}"));
+                }
+            }
+        }
+        for text in &texts {
+            for wildcards in [false, true] {
+                assert_eq!(
+                    validate(text, wildcards),
+                    reference(text, wildcards),
+                    "{text:?} wildcards={wildcards}"
+                );
+            }
+        }
     }
 
     #[test]

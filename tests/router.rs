@@ -663,6 +663,33 @@ async fn routes_api_lists_routes_and_dry_runs_without_publishing() {
         )
         .await;
     assert_error(status, &body, 400, "INVALID_MESSAGE_DATA");
+    // a header NATS could not carry is bad input; a rendered one goes to on_error
+    let (status, body) = service
+        .post(
+            "/api/v1/routes/test",
+            &json!({ "subject": subject, "headers": {"Zürich": "x"}, "message": trade }),
+        )
+        .await;
+    assert_error(status, &body, 400, "INVALID_MESSAGE_DATA");
+    assert!(
+        body["message"].as_str().unwrap().contains("Zürich"),
+        "{body}"
+    );
+    let mut broken = trade.clone();
+    broken["trade_id"] = json!("a\nb");
+    let (status, body) = service
+        .post(
+            "/api/v1/routes/test",
+            &json!({ "subject": subject, "message": broken }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let result = &body["data"]["results"][0];
+    assert_eq!(result["outcome"], "failed", "{body}");
+    assert!(
+        result["error"].as_str().unwrap().contains("Nats-Msg-Id"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

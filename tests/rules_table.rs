@@ -6,9 +6,8 @@
 
 use bytes::Bytes;
 use prism_broker::config::default_streams;
-use prism_broker::routing::table::SourceFile;
-use prism_broker::routing::{
-    FailureAction, Headers, RouteOutcome, RouteSource, RouteTable, TableSettings,
+use prism_broker::rules::{
+    FailureAction, Headers, RouteOutcome, RouteSource, RouteTable, SourceFile, TableSettings,
 };
 use serde_json::{json, Value};
 
@@ -316,9 +315,7 @@ fn outputs_fan_out_with_headers_and_msg_id() {
     let t = table(&one_route(
         "    from: trade.{exchange}.{symbol}\n    transform: [canon]\n    age_from: $.ts_ms\n    to:\n      - {subject: 'a.{exchange}', msg_id: '{symbol}:{$.id}', headers: {X-Route: r1}}\n      - {subject: 'b.{symbol}', carry_headers: false, jetstream: false}\n",
     ));
-    let headers: Headers = [("Nats-Msg-Id", "dup"), ("X-In", "1")]
-        .into_iter()
-        .collect();
+    let headers = Headers::from_pairs([("Nats-Msg-Id", "dup"), ("X-In", "1")]).unwrap();
     let outcome = run(
         &t,
         "trade.okx.BTC",
@@ -331,7 +328,10 @@ fn outputs_fan_out_with_headers_and_msg_id() {
     assert_eq!(age_ms, Some(120));
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[0].subject, "a.okx");
-    assert_eq!(messages[0].msg_id.as_deref(), Some("BTC:7"));
+    assert_eq!(
+        messages[0].msg_id.as_ref().map(|v| v.as_str()),
+        Some("BTC:7")
+    );
     assert_eq!(messages[0].headers.get("X-In"), Some("1"));
     assert_eq!(messages[0].headers.get("X-Route"), Some("r1"));
     assert_eq!(
@@ -374,9 +374,7 @@ fn dead_letters_name_route_error_and_subject() {
     let t = table(&one_route(
         "    from: a.{x}\n    transform: [{to_number: [p]}]\n    to: [{subject: 'b.{x}'}]\n",
     ));
-    let headers: Headers = [("X-In", "1"), ("Nats-Expected-Stream", "S")]
-        .into_iter()
-        .collect();
+    let headers = Headers::from_pairs([("X-In", "1"), ("Nats-Expected-Stream", "S")]).unwrap();
     let outcome = run(&t, "a.y", &headers, json!({"p": "abc"}));
     let RouteOutcome::Failed {
         error,
@@ -532,6 +530,170 @@ fn shipped_rules_compile_against_the_default_streams() {
 fn compiled_routes_can_move_into_tasks() {
     fn send_sync<T: Send + Sync + 'static>() {}
     send_sync::<RouteTable>();
-    send_sync::<std::sync::Arc<prism_broker::routing::CompiledRoute>>();
+    send_sync::<std::sync::Arc<prism_broker::rules::CompiledRoute>>();
     send_sync::<RouteOutcome>();
+}
+
+fn shipped() -> RouteTable {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    RouteTable::load(
+        format!("{dir}/routes.d").as_ref(),
+        format!("{dir}/transforms").as_ref(),
+        &TableSettings::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The error a failed outcome carries and its dead letter.
+fn dead_letter(outcome: RouteOutcome) -> (String, prism_broker::rules::OutputMessage) {
+    match outcome {
+        RouteOutcome::Failed {
+            error,
+            action: FailureAction::DeadLetter(dl),
+        } => (error.to_string(), dl),
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_trade_id_with_a_line_break_is_dead_lettered_naming_nats_msg_id() {
+    let t = shipped();
+    let route = t.route("trades-canonical").unwrap();
+    for trade_id in ["a\nb", "a\r\nb", "\r"] {
+        let payload = Bytes::from(
+            json!({"price": "1", "quantity": "1", "side": "buy", "trade_id": trade_id}).to_string(),
+        );
+        let outcome = route.process(
+            "trade.binance.spot.BTC-USDT",
+            &Headers::new(),
+            &payload,
+            NOW,
+        );
+        let (error, dl) = dead_letter(outcome);
+        assert!(error.contains("Nats-Msg-Id"), "{error}");
+        let prism_error = dl.headers.get("Prism-Error").unwrap();
+        assert!(prism_error.contains("Nats-Msg-Id"), "{prism_error}");
+        assert_eq!(dl.payload, payload, "the original payload");
+        // the dead letter itself is a valid NATS message
+        let nats = dl.into_nats();
+        assert_eq!(nats.subject, "deadletter.trades-canonical");
+        assert!(nats.headers.get("Prism-Error").is_some());
+    }
+}
+
+#[test]
+fn rendered_header_values_nats_cannot_carry_go_to_on_error() {
+    let t = table(&one_route(
+        "    from: a.{x}\n    to: [{subject: 'b.{x}', headers: {X-Id: 'id-{$.id}'}}]\n",
+    ));
+    let ok = run(&t, "a.y", &Headers::new(), json!({"id": "ü 7"}));
+    let RouteOutcome::Outputs { messages, .. } = ok else {
+        panic!("{ok:?}")
+    };
+    assert_eq!(messages[0].headers.get("X-Id"), Some("id-ü 7"));
+    for bad in ["1\n2", "1\r2", "\r\n"] {
+        let (error, _) = dead_letter(run(&t, "a.y", &Headers::new(), json!({"id": bad})));
+        assert!(
+            error.starts_with("output header: header X-Id value"),
+            "{error}"
+        );
+    }
+    let drop = table(&one_route(
+        "    from: a.{x}\n    on_error: drop\n    to: [{subject: 'b.{x}', msg_id: '{$.id}'}]\n",
+    ));
+    assert!(matches!(
+        run(&drop, "a.y", &Headers::new(), json!({"id": "x\ny"})),
+        RouteOutcome::Failed {
+            action: FailureAction::Drop,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn header_names_and_literal_values_are_linted_with_the_nats_rules() {
+    for (headers, needle) in [
+        (
+            "{Zürich: x}",
+            "header name \"Zürich\" is not valid for nats",
+        ),
+        ("{'a b': x}", "header name \"a b\""),
+        ("{'a:b': x}", "header name \"a:b\""),
+        ("{'': x}", "header name \"\""),
+        ("{X-A: \"one\\ntwo\"}", "header X-A value \"one\\ntwo\""),
+        ("{X-A: \"{x}\\r\"}", "header X-A value \"\\r\""),
+    ] {
+        assert_problem(
+            &one_route(&format!(
+                "    from: a.{{x}}\n    to: [{{subject: 'b.{{x}}', headers: {headers}}}]\n"
+            )),
+            needle,
+        );
+    }
+    assert_problem(
+        &one_route("    from: a.{x}\n    to: [{subject: 'b.{x}', msg_id: \"{x}\\n\"}]\n"),
+        "`msg_id`: header Nats-Msg-Id value",
+    );
+}
+
+#[test]
+fn pass_through_publishes_the_original_payload_and_renders_from_it() {
+    // the steps change `k` and then fail; the output subject reads `k`
+    let t = table(&one_route(
+        "    from: a.{x}\n    on_error: pass_through\n    transform: [{set: {k: changed}}, {to_number: [p]}]\n    to: [{subject: 'b.{$.k}', msg_id: '{$.id}'}]\n",
+    ));
+    let original = json!({"k": "orig", "p": "not a number", "id": "i-1"});
+    let outcome = run(&t, "a.y", &Headers::new(), original.clone());
+    let RouteOutcome::Failed {
+        action: FailureAction::PassThrough(messages),
+        ..
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].subject, "b.orig");
+    assert_eq!(messages[0].payload, Bytes::from(original.to_string()));
+    assert_eq!(messages[0].msg_id.as_ref().map(|v| v.as_str()), Some("i-1"));
+}
+
+#[test]
+fn publish_failures_use_the_same_dead_letter_saying_the_error_once() {
+    let t = table(&one_route(
+        "    from: a.{x}\n    to: [{subject: 'b.{x}'}]\n",
+    ));
+    let route = &t.routes()[0];
+    let headers = Headers::from_pairs([("X-In", "1"), ("Nats-Msg-Id", "m")]).unwrap();
+    let payload = Bytes::from_static(b"raw");
+    let error = prism_broker::rules::RouteError::Publish("publish failed: timed out".into());
+    let dl = route.dead_letter("a.y", &headers, &payload, &error);
+    assert_eq!(dl.subject, "deadletter.r1");
+    assert_eq!(
+        dl.headers.get("Prism-Error"),
+        Some("publish failed: timed out")
+    );
+    assert_eq!(dl.headers.get("Prism-Route"), Some("r1"));
+    assert_eq!(dl.headers.get("Prism-Original-Subject"), Some("a.y"));
+    assert_eq!(dl.headers.get("X-In"), Some("1"));
+    assert_eq!(dl.headers.get("Nats-Msg-Id"), None);
+    assert_eq!(dl.payload, payload);
+}
+
+#[test]
+fn subjects_longer_than_the_server_reads_go_to_on_error() {
+    let t = table(&one_route(
+        "    from: a.{x}\n    to: [{subject: 'b.{$.k}'}]\n",
+    ));
+    let fits = "k".repeat(3000);
+    assert!(matches!(
+        run(&t, "a.y", &Headers::new(), json!({ "k": fits })),
+        RouteOutcome::Outputs { .. }
+    ));
+    let (error, _) = dead_letter(run(
+        &t,
+        "a.y",
+        &Headers::new(),
+        json!({ "k": "k".repeat(5000) }),
+    ));
+    assert!(error.contains("more than 3072"), "{}", &error[..200]);
 }

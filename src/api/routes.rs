@@ -14,7 +14,7 @@ use super::envelope::{success, ApiError, ErrorCode};
 use super::state::AppState;
 use crate::router::task::queue_name;
 use crate::router::ReloadRoutes;
-use crate::routing::{CompiledRoute, Headers, RouteSource};
+use crate::rules::{CompiledRoute, Headers, RouteSource};
 
 /// Bound on a reload requested through the API.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -157,13 +157,17 @@ pub async fn test(
         Some(Value::Object(map)) => {
             for (name, value) in map {
                 match value {
-                    Value::String(v) => headers.append(name.as_str(), v.as_str()),
+                    Value::String(v) => headers
+                        .append_text(name, v)
+                        .map_err(|e| invalid(format!("headers.{name}: {e}")))?,
                     Value::Array(items) => {
                         for item in items {
                             let v = item.as_str().ok_or_else(|| {
                                 invalid(format!("headers.{name}: values must be strings"))
                             })?;
-                            headers.append(name.as_str(), v);
+                            headers
+                                .append_text(name, v)
+                                .map_err(|e| invalid(format!("headers.{name}: {e}")))?;
                         }
                     }
                     _ => {

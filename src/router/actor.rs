@@ -22,7 +22,7 @@ use super::watch::fingerprint;
 use crate::config::BrokerConfig;
 use crate::nats::client::{connect_router, ClientError};
 use crate::nats::server_conf::BrokerCredentials;
-use crate::routing::{RouteTable, RuleProblem, TableSettings};
+use crate::rules::{RouteTable, RuleProblem, TableSettings};
 use crate::stats::Metrics;
 use crate::streams::StreamsState;
 

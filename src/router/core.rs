@@ -11,11 +11,10 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
@@ -51,17 +50,49 @@ async fn finish(deps: TaskDeps, mut pending: Pending, mut stop: watch::Receiver<
     }
 }
 
-type MessageStream = Pin<Box<dyn Stream<Item = async_nats::Message> + Send>>;
+/// Where a handler's messages come from: the route's subscription, or a partition worker's
+/// queue (fed by the dispatcher, which drains the subscription).
+enum Messages {
+    Subscription(async_nats::Subscriber),
+    Queue(mpsc::Receiver<async_nats::Message>),
+}
 
-/// Handles core messages in order until the stream ends or `stop` flips.
-async fn handle(mut processor: Processor, mut messages: MessageStream, control: TaskControl) {
+impl Messages {
+    async fn next(&mut self) -> Option<async_nats::Message> {
+        match self {
+            Messages::Subscription(s) => s.next().await,
+            Messages::Queue(q) => q.recv().await,
+        }
+    }
+
+    /// Stops taking new messages: a subscription is drained (unsubscribed, and what it
+    /// received already is still delivered), a queue ends when its dispatcher stops.
+    async fn close(&mut self) {
+        if let Messages::Subscription(s) = self {
+            let _ = s.drain().await;
+        }
+    }
+}
+
+/// How long a stopping task keeps handling what its subscription had already received.
+const DRAIN_FOR: Duration = Duration::from_secs(5);
+
+/// Handles core messages in order until the source ends or `stop` flips; at a stop, what
+/// the subscription had already received is still handled (a reload's old task so loses
+/// nothing that reached it before its replacement was live).
+async fn handle(mut processor: Processor, mut messages: Messages, control: TaskControl) {
     let mut stop = control.stop.clone();
     let retiring = control.retiring.clone();
     let mut window = FuturesUnordered::new();
+    let mut draining: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
-            _ = stop.changed() => break,
+            _ = stop.changed(), if draining.is_none() => {
+                messages.close().await;
+                draining = Some(tokio::time::Instant::now() + DRAIN_FOR);
+            }
+            _ = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)), if draining.is_some() => break,
             Some(()) = window.next(), if !window.is_empty() => {}
             next = messages.next(), if window.len() < ACK_WINDOW => {
                 let Some(msg) = next else { break };
@@ -126,7 +157,7 @@ pub async fn run(processor: Processor, control: TaskControl, group: String) {
     let partitions = processor.deps.partitions.max(1);
     let work = async move {
         if processor.route.partition_by.is_none() || partitions == 1 {
-            handle(processor, Box::pin(subscriber), control).await;
+            handle(processor, Messages::Subscription(subscriber), control).await;
         } else {
             partitioned(processor, subscriber, control, partitions).await;
         }
@@ -158,23 +189,26 @@ async fn partitioned(
     let (_workers_run, workers_stop) = watch::channel(false);
     for _ in 0..n {
         let (tx, rx) = mpsc::channel::<async_nats::Message>(PARTITION_QUEUE);
-        let stream =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
         let worker_control = TaskControl {
             stop: workers_stop.clone(),
             ..control.clone()
         };
         workers.push(tokio::spawn(handle(
             processor.clone(),
-            Box::pin(stream),
+            Messages::Queue(rx),
             worker_control,
         )));
         queues.push(tx);
     }
+    let mut draining = false;
     loop {
         tokio::select! {
             biased;
-            _ = stop.changed() => break,
+            _ = stop.changed(), if !draining => {
+                // What the subscription already received still goes to the workers.
+                let _ = subscriber.drain().await;
+                draining = true;
+            }
             next = subscriber.next() => {
                 let Some(msg) = next else { break };
                 let key = processor.current().partition_key(msg.subject.as_str()).unwrap_or_default();
@@ -187,7 +221,6 @@ async fn partitioned(
             }
         }
     }
-    let _ = subscriber.unsubscribe().await;
     drop(queues);
     for worker in workers {
         let _ = worker.await;

@@ -1,41 +1,18 @@
-//! Publishing what routes produce: header conversion between async-nats and the rule
-//! language, core or JetStream sends (acks awaited by the caller, so sends pipeline), and
-//! dead letters for messages whose outputs could not be published.
+//! Publishing what routes produce: core or JetStream sends of the messages the rule
+//! language made ready for async-nats ([`OutputMessage::to_nats`]; acks awaited by the
+//! caller, so sends pipeline), what a failed send means (transient or not), and the headers
+//! of incoming messages in the rule language's form.
 
 use async_nats::jetstream::context::{Context as JetStream, PublishAckFuture};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::HeaderMap;
-use bytes::Bytes;
 
-use crate::routing::route::{HEADER_ERROR, HEADER_ORIGINAL_SUBJECT, HEADER_ROUTE};
-use crate::routing::{Headers, OutputMessage};
+use crate::rules::{Headers, NatsMessage, OutputMessage};
 use crate::streams::AckFailure;
 
 /// Headers of an incoming message in the rule language's form.
 pub fn from_nats(headers: Option<&HeaderMap>) -> Headers {
-    let mut out = Headers::new();
-    if let Some(headers) = headers {
-        for (name, values) in headers.iter() {
-            for value in values {
-                out.append(name.to_string(), value.as_str());
-            }
-        }
-    }
-    out
-}
-
-/// Headers of an outgoing message; `msg_id` becomes `Nats-Msg-Id`.
-pub fn to_nats(headers: &Headers, msg_id: Option<&str>) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for (name, values) in headers.iter() {
-        for value in values {
-            out.append(name, value.as_str());
-        }
-    }
-    if let Some(id) = msg_id {
-        out.insert(async_nats::header::NATS_MESSAGE_ID, id);
-    }
-    out
+    headers.map(Headers::from_nats).unwrap_or_default()
 }
 
 /// A send in progress: done for core NATS, an ack to await for JetStream.
@@ -58,7 +35,7 @@ impl OutputFailure {
     fn jetstream(subject: &str, e: &async_nats::jetstream::context::PublishError) -> Self {
         let failure = AckFailure::of(e);
         OutputFailure {
-            error: format!("publish to {subject} failed: {}", failure.summary()),
+            error: format!("{subject}: {}", failure.summary()),
             transient: failure.is_transient(),
             no_room: matches!(failure, AckFailure::NoRoom(_)),
         }
@@ -73,26 +50,26 @@ pub async fn send(
     js: &JetStream,
     out: &OutputMessage,
 ) -> Result<Sent, OutputFailure> {
-    let headers = to_nats(&out.headers, out.msg_id.as_deref());
-    let subject = out.subject.clone();
-    if out.jetstream {
-        let message = PublishMessage::build()
-            .payload(out.payload.clone())
-            .headers(headers);
+    let NatsMessage {
+        subject,
+        headers,
+        payload,
+        jetstream,
+    } = out.to_nats();
+    if jetstream {
+        let message = PublishMessage::build().payload(payload).headers(headers);
         js.send_publish(subject, message)
             .await
             .map(Sent::JetStream)
             .map_err(|e| OutputFailure::jetstream(&out.subject, &e))
     } else {
         let sent = if headers.is_empty() {
-            client.publish(subject, out.payload.clone()).await
+            client.publish(subject, payload).await
         } else {
-            client
-                .publish_with_headers(subject, headers, out.payload.clone())
-                .await
+            client.publish_with_headers(subject, headers, payload).await
         };
         sent.map(|()| Sent::Core).map_err(|e| OutputFailure {
-            error: format!("publish to {} failed: {e}", out.subject),
+            error: format!("{}: {e}", out.subject),
             transient: e.kind() != async_nats::client::PublishErrorKind::MaxPayloadExceeded,
             no_room: false,
         })
@@ -107,38 +84,5 @@ pub async fn confirm(subject: &str, sent: Sent) -> Result<(), OutputFailure> {
             .await
             .map(|_| ())
             .map_err(|e| OutputFailure::jetstream(subject, &e)),
-    }
-}
-
-/// The original message as a dead letter for `route`, when publishing its outputs failed.
-pub fn publish_failure_letter(
-    route: &crate::routing::CompiledRoute,
-    subject: &str,
-    headers: &Headers,
-    payload: &Bytes,
-    error: &str,
-) -> OutputMessage {
-    let mut out = Headers::new();
-    for (name, values) in headers.iter() {
-        if !name.to_ascii_lowercase().starts_with("nats-") {
-            for v in values {
-                out.append(name, v.as_str());
-            }
-        }
-    }
-    let error: String = error
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(512)
-        .collect();
-    out.insert(HEADER_ROUTE, route.name.as_str());
-    out.insert(HEADER_ERROR, error);
-    out.insert(HEADER_ORIGINAL_SUBJECT, subject);
-    OutputMessage {
-        subject: route.dead_letter_subject.clone(),
-        headers: out,
-        payload: payload.clone(),
-        jetstream: route.dead_letter_jetstream,
-        msg_id: None,
     }
 }

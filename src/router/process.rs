@@ -14,7 +14,9 @@ use tracing::{debug, error, warn};
 
 use super::output::{self, OutputFailure, Sent};
 use super::state::RouterState;
-use crate::routing::{CompiledRoute, FailureAction, Headers, OutputMessage, RouteOutcome};
+use crate::rules::{
+    CompiledRoute, FailureAction, Headers, OutputMessage, RouteError, RouteOutcome,
+};
 use crate::stats::metrics::RouteMetrics;
 use crate::streams::state::Refusal;
 use crate::streams::StreamsState;
@@ -271,12 +273,11 @@ fn dead_letter_permanent(pending: &mut Pending) {
     pending
         .sends
         .retain(|s| !matches!(&s.state, SendState::Failed(f) if !f.transient));
-    let letter = output::publish_failure_letter(
-        &pending.route,
+    let letter = pending.route.dead_letter(
         &pending.subject,
         &pending.headers,
         &pending.payload,
-        &error,
+        &RouteError::Publish(error.clone()),
     );
     warn!(route = %pending.route.name, subject = %pending.subject, %error,
         "an output can never be published; dead-lettering the message");
@@ -367,12 +368,11 @@ where
 /// Dead-letters a message that could not be finished (its route stopped while outputs
 /// kept failing on its last allowed delivery), so it is not left undeliverable.
 pub async fn dead_letter_interrupted(deps: &TaskDeps, pending: &mut Pending, why: &str) -> bool {
-    let letter = output::publish_failure_letter(
-        &pending.route,
+    let letter = pending.route.dead_letter(
         &pending.subject,
         &pending.headers,
         &pending.payload,
-        why,
+        &RouteError::Publish(why.to_string()),
     );
     pending.sends = vec![Sending {
         out: letter,

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
-use crate::routing::{RouteTable, RuleProblem};
+use crate::rules::{RouteTable, RuleProblem};
 
 /// How the latest reload attempt ended.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 use super::process::Processor;
 pub use super::process::TaskDeps;
 use super::{core, jetstream};
-use crate::routing::{CompiledRoute, RouteSource};
+use crate::rules::{CompiledRoute, RouteSource};
 
 /// Pause before a route task that ended unexpectedly is started again.
 const RESTART_PAUSE: Duration = Duration::from_millis(500);

@@ -1,0 +1,391 @@
+//! One compiled route and what it does to one message: match the subject, parse the payload
+//! (only when a condition, transform, template or `age_from` reads it), check `when`, run the
+//! transforms, render the outputs. Never panics and never does I/O: every failure becomes a
+//! [`RouteOutcome::Failed`] carrying the action `on_error` asks for — a rendered subject
+//! that is not a valid subject, and a rendered header or `msg_id` that NATS could not carry,
+//! included. [`CompiledRoute::dead_letter`] is the one builder of dead letters, also for
+//! messages whose outputs the router could not publish.
+//!
+//! Layer 3 (the compiled route) of [`crate::rules`]; imports `message`, `condition`, `steps`
+//! and the primitives. Built by `compile/route.rs` above it.
+
+use std::time::Duration;
+
+use async_nats::HeaderName;
+use bytes::Bytes;
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use super::condition::Condition;
+use super::context::MessageContext;
+use super::headers::{header_value, HeaderError, Headers};
+use super::message::{
+    carried_headers, error_header, header_text, OutputMessage, HEADER_ERROR,
+    HEADER_ORIGINAL_SUBJECT, HEADER_ROUTE,
+};
+use super::path::CompiledPath;
+use super::pattern::SubjectPattern;
+use super::steps::{Applied, Pipeline, TransformError};
+use super::template::{Template, TemplateError};
+use super::value::as_number;
+
+/// The header a `msg_id` becomes.
+const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+
+/// Why one message failed in a route.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RouteError {
+    #[error("payload is not json: {0}")]
+    NotJson(String),
+    #[error("transform failed: {0}")]
+    Transform(#[from] TransformError),
+    #[error("output {field} {template:?}: {source}")]
+    Template {
+        field: &'static str,
+        template: String,
+        source: TemplateError,
+    },
+    /// A rendered `msg_id` or header value NATS could not carry (a line break).
+    #[error("output {field}: {source}")]
+    Header {
+        field: &'static str,
+        source: HeaderError,
+    },
+    /// The router could not publish the outputs (set by the router, for the dead letter).
+    #[error("publish failed: {0}")]
+    Publish(String),
+}
+
+impl Serialize for RouteError {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Where a route's messages come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteSource {
+    /// A core NATS subscription in a queue group (at-most-once).
+    Core { queue_group: String },
+    /// A durable JetStream consumer (at-least-once; ack after publishing).
+    JetStream {
+        stream: String,
+        durable: String,
+        #[serde(serialize_with = "millis")]
+        ack_wait: Duration,
+        max_ack_pending: i64,
+        max_deliver: i64,
+    },
+}
+
+fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u128(d.as_millis())
+}
+
+/// What to do with a message the route fails on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Publish the original message to `{dead_letter_prefix}.{route}` (the default).
+    DeadLetter,
+    /// Forget it (counted as errored).
+    Drop,
+    /// Publish the original payload, untransformed, to the route's outputs.
+    PassThrough,
+}
+
+/// One output of a route (`to:` entry), compiled.
+#[derive(Debug)]
+pub struct CompiledOutput {
+    pub subject: Template,
+    pub jetstream: bool,
+    pub msg_id: Option<Template>,
+    /// Copy the incoming headers (except `Nats-*` server controls).
+    pub carry_headers: bool,
+    /// Header names were checked at load; values are checked as they are rendered.
+    pub headers: Vec<(HeaderName, Template)>,
+}
+
+/// What the route does with a failed message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "action", content = "messages")]
+pub enum FailureAction {
+    DeadLetter(OutputMessage),
+    Drop,
+    PassThrough(Vec<OutputMessage>),
+}
+
+/// The result of one message in one route.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum RouteOutcome {
+    /// The subject does not match `from`.
+    NoMatch,
+    /// `when` does not hold.
+    Filtered,
+    /// Messages to publish (none when `explode` met an empty list). `age_ms` is routing
+    /// time minus `age_from`, when configured and present.
+    Outputs {
+        messages: Vec<OutputMessage>,
+        age_ms: Option<i64>,
+    },
+    Failed {
+        error: RouteError,
+        action: FailureAction,
+    },
+}
+
+/// A route ready to run.
+#[derive(Debug)]
+pub struct CompiledRoute {
+    pub name: String,
+    /// `file:line` the route was defined at.
+    pub origin: String,
+    pub pattern: SubjectPattern,
+    pub source: RouteSource,
+    pub when: Option<Condition>,
+    /// Names of the pipelines used, in order (inline steps show as `inline`).
+    pub transform_names: Vec<String>,
+    pub pipeline: Pipeline,
+    pub outputs: Vec<CompiledOutput>,
+    pub partition_by: Option<Template>,
+    pub age_from: Option<CompiledPath>,
+    pub on_error: OnError,
+    pub dead_letter_subject: String,
+    /// True when some stream captures the dead-letter subject.
+    pub dead_letter_jetstream: bool,
+    /// Whether the payload must be parsed at all.
+    pub(crate) needs_json: bool,
+}
+
+impl CompiledRoute {
+    /// Whether anything of the route reads the payload (`when` paths, steps, `age_from`,
+    /// `{$...}` in output templates); when nothing does, it is forwarded unparsed.
+    pub(crate) fn reads_payload(&self) -> bool {
+        self.when.as_ref().is_some_and(Condition::uses_payload)
+            || !self.pipeline.is_empty()
+            || self.age_from.is_some()
+            || self.outputs.iter().any(|o| {
+                o.subject.uses_payload()
+                    || o.msg_id.as_ref().is_some_and(Template::uses_payload)
+                    || o.headers.iter().any(|(_, t)| t.uses_payload())
+            })
+    }
+
+    /// The NATS subscription filter, e.g. `trade.*.*.*`.
+    pub fn subscription(&self) -> &str {
+        self.pattern.filter()
+    }
+
+    /// The partition key for `subject` (from captures only, so it is known before parsing).
+    pub fn partition_key(&self, subject: &str) -> Option<String> {
+        let template = self.partition_by.as_ref()?;
+        let captures = self.pattern.matches(subject)?;
+        let headers = Headers::new();
+        let ctx = MessageContext {
+            subject,
+            captures: &captures,
+            headers: &headers,
+            now_ms: 0,
+        };
+        template.render_string(&ctx, &Value::Null).ok()
+    }
+
+    /// Runs one message through the route. `now_ms` is the routing time (epoch ms).
+    pub fn process(
+        &self,
+        subject: &str,
+        headers: &Headers,
+        payload: &Bytes,
+        now_ms: i64,
+    ) -> RouteOutcome {
+        let Some(captures) = self.pattern.matches(subject) else {
+            return RouteOutcome::NoMatch;
+        };
+        let ctx = MessageContext {
+            subject,
+            captures: &captures,
+            headers,
+            now_ms,
+        };
+        let parsed = if self.needs_json {
+            match serde_json::from_slice::<Value>(payload) {
+                Ok(v) => v,
+                Err(e) => {
+                    return self.fail(RouteError::NotJson(e.to_string()), &ctx, None, payload)
+                }
+            }
+        } else {
+            Value::Null
+        };
+        if let Some(when) = &self.when {
+            if !when.eval(&ctx, &parsed) {
+                return RouteOutcome::Filtered;
+            }
+        }
+        let age_ms = self
+            .age_from
+            .as_ref()
+            .and_then(|p| p.first(&parsed))
+            .and_then(as_number)
+            .map(|ts| now_ms.saturating_sub(ts as i64));
+        if self.pipeline.is_empty() {
+            return match self.render_all(&ctx, &parsed, payload) {
+                Ok(messages) => RouteOutcome::Outputs { messages, age_ms },
+                Err(e) => self.fail(e, &ctx, Some(&parsed), payload),
+            };
+        }
+        // pass_through renders its outputs from the original payload: only such a route
+        // keeps a copy of it while the steps change the parsed one
+        let original = (self.on_error == OnError::PassThrough).then(|| parsed.clone());
+        let original = original.as_ref();
+        let transformed = match self.pipeline.apply(parsed, &ctx) {
+            Ok(t) => t,
+            Err(e) => return self.fail(e.into(), &ctx, original, payload),
+        };
+        let transformed: &[Value] = match &transformed {
+            Applied::One(v) => std::slice::from_ref(v),
+            Applied::Many(vs) => vs,
+        };
+        let mut messages = Vec::with_capacity(transformed.len() * self.outputs.len());
+        for message in transformed {
+            let mut buf = Vec::with_capacity(payload.len() + 64);
+            if let Err(e) = serde_json::to_writer(&mut buf, message) {
+                let err = TransformError::Failed {
+                    kind: "serialize",
+                    field: String::new(),
+                    message: e.to_string(),
+                };
+                return self.fail(err.into(), &ctx, original, payload);
+            }
+            match self.render_all(&ctx, message, &Bytes::from(buf)) {
+                Ok(out) => messages.extend(out),
+                Err(e) => return self.fail(e, &ctx, original, payload),
+            }
+        }
+        RouteOutcome::Outputs { messages, age_ms }
+    }
+
+    /// One message per output for one (transformed) payload.
+    fn render_all(
+        &self,
+        ctx: &MessageContext<'_>,
+        message: &Value,
+        bytes: &Bytes,
+    ) -> Result<Vec<OutputMessage>, RouteError> {
+        self.outputs
+            .iter()
+            .map(|output| output.render(ctx, message, bytes))
+            .collect()
+    }
+
+    /// What `on_error` does with a message that failed with `error`. `original` is the
+    /// parsed original payload, when it parsed: pass_through renders from it.
+    fn fail(
+        &self,
+        error: RouteError,
+        ctx: &MessageContext<'_>,
+        original: Option<&Value>,
+        payload: &Bytes,
+    ) -> RouteOutcome {
+        let dead_letter = |error: &RouteError| {
+            FailureAction::DeadLetter(self.dead_letter(ctx.subject, ctx.headers, payload, error))
+        };
+        let action = match self.on_error {
+            OnError::Drop => FailureAction::Drop,
+            OnError::PassThrough => {
+                match self.render_all(ctx, original.unwrap_or(&Value::Null), payload) {
+                    Ok(messages) => FailureAction::PassThrough(messages),
+                    Err(_) => dead_letter(&error),
+                }
+            }
+            OnError::DeadLetter => dead_letter(&error),
+        };
+        RouteOutcome::Failed { error, action }
+    }
+
+    /// The original message (`subject`, `headers`, `payload` as received) addressed to
+    /// `{dead_letter_prefix}.{route}`: the incoming headers but the `Nats-*` controls, and
+    /// `Prism-Route`, `Prism-Error` and `Prism-Original-Subject`. The one dead-letter
+    /// builder, for messages that fail in the route and for those the router could not
+    /// publish ([`RouteError::Publish`]).
+    pub fn dead_letter(
+        &self,
+        subject: &str,
+        headers: &Headers,
+        payload: &Bytes,
+        error: &RouteError,
+    ) -> OutputMessage {
+        let mut out = carried_headers(headers);
+        out.insert(HEADER_ROUTE, header_text(&self.name));
+        out.insert(HEADER_ERROR, error_header(error));
+        out.insert(HEADER_ORIGINAL_SUBJECT, header_text(subject));
+        OutputMessage {
+            subject: self.dead_letter_subject.clone(),
+            headers: out,
+            payload: payload.clone(),
+            jetstream: self.dead_letter_jetstream,
+            msg_id: None,
+        }
+    }
+}
+
+impl CompiledOutput {
+    /// This output's message for one (transformed) payload serialized as `bytes`.
+    fn render(
+        &self,
+        ctx: &MessageContext<'_>,
+        message: &Value,
+        bytes: &Bytes,
+    ) -> Result<OutputMessage, RouteError> {
+        let template_err = |field, t: &Template| {
+            let template = t.as_str().to_string();
+            move |source| RouteError::Template {
+                field,
+                template,
+                source,
+            }
+        };
+        let subject = self
+            .subject
+            .render_subject(ctx, message)
+            .map_err(template_err("subject", &self.subject))?;
+        let msg_id = match &self.msg_id {
+            Some(t) => {
+                let id = t
+                    .render_string(ctx, message)
+                    .map_err(template_err("msg_id", t))?;
+                let id = header_value(MSG_ID_HEADER, &id).map_err(|source| RouteError::Header {
+                    field: "msg_id",
+                    source,
+                })?;
+                Some(id)
+            }
+            None => None,
+        };
+        let mut headers = if self.carry_headers {
+            carried_headers(ctx.headers)
+        } else {
+            Headers::new()
+        };
+        for (name, t) in &self.headers {
+            let text = t
+                .render_string(ctx, message)
+                .map_err(template_err("header", t))?;
+            let value =
+                header_value(name.as_ref(), &text).map_err(|source| RouteError::Header {
+                    field: "header",
+                    source,
+                })?;
+            headers.insert(name.clone(), value);
+        }
+        Ok(OutputMessage {
+            subject,
+            headers,
+            payload: bytes.clone(),
+            jetstream: self.jetstream,
+            msg_id,
+        })
+    }
+}

@@ -1,0 +1,102 @@
+//! Dotted field names used by transform configs (`price`, `meta.venue`): lookup, insert
+//! (creating intermediate objects), and removal on a JSON payload.
+//!
+//! Layer 2 (steps): shared by the kinds; imports nothing from the rule language.
+
+use serde_json::{Map, Value};
+
+/// A field name split on dots; each segment is an object key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath {
+    text: String,
+    segments: Vec<String>,
+}
+
+impl FieldPath {
+    pub fn parse(text: &str) -> Result<FieldPath, String> {
+        let segments: Vec<String> = text.split('.').map(String::from).collect();
+        if text.is_empty() || segments.iter().any(String::is_empty) {
+            return Err(format!(
+                "field name {text:?} is empty or has an empty segment"
+            ));
+        }
+        Ok(FieldPath {
+            text: text.into(),
+            segments,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn get<'a>(&self, root: &'a Value) -> Option<&'a Value> {
+        self.segments
+            .iter()
+            .try_fold(root, |node, key| node.as_object()?.get(key))
+    }
+
+    pub fn get_mut<'a>(&self, root: &'a mut Value) -> Option<&'a mut Value> {
+        self.segments
+            .iter()
+            .try_fold(root, |node, key| node.as_object_mut()?.get_mut(key))
+    }
+
+    /// Removes the field and returns its value.
+    pub fn take(&self, root: &mut Value) -> Option<Value> {
+        let (last, parents) = self.segments.split_last()?;
+        let parent = parents
+            .iter()
+            .try_fold(root, |node, key| node.as_object_mut()?.get_mut(key))?;
+        parent.as_object_mut()?.remove(last)
+    }
+
+    /// Sets the field, creating intermediate objects; fails when a parent is not an object.
+    pub fn set(&self, root: &mut Value, value: Value) -> Result<(), String> {
+        let Some((last, parents)) = self.segments.split_last() else {
+            return Err("empty field name".into());
+        };
+        let mut node = root;
+        for key in parents {
+            let map = node.as_object_mut().ok_or_else(|| {
+                format!("cannot set {:?}: {key:?} is inside a non-object", self.text)
+            })?;
+            node = map
+                .entry(key.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
+        match node.as_object_mut() {
+            Some(map) => {
+                map.insert(last.clone(), value);
+                Ok(())
+            }
+            None => Err(format!(
+                "cannot set {:?}: its parent is not an object",
+                self.text
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nested_get_set_take() {
+        let mut v = json!({"a": {"b": 1}, "c": 2});
+        let ab = FieldPath::parse("a.b").unwrap();
+        assert_eq!(ab.get(&v), Some(&json!(1)));
+        let xy = FieldPath::parse("x.y").unwrap();
+        xy.set(&mut v, json!("new")).unwrap();
+        assert_eq!(v["x"], json!({"y": "new"}));
+        assert_eq!(ab.take(&mut v), Some(json!(1)));
+        assert_eq!(v["a"], json!({}));
+        let cz = FieldPath::parse("c.z").unwrap();
+        assert!(cz.set(&mut v, json!(1)).is_err(), "c is a number");
+        assert_eq!(cz.get(&v), None);
+        assert!(FieldPath::parse("a..b").is_err());
+        assert!(FieldPath::parse("").is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! `set`: sets fields to templates or literal values.
+//!
+//! ```yaml
+//! - set: { venue: "{exchange}.{market_type}", routed_at_ms: "{@now_ms}", schema: 2 }
+//! ```
+//! Strings are templates; one placeholder alone keeps its JSON type (`"{@now_ms}"` is a
+//! number). Every value is rendered from the payload as it was before this step, then set.
+//!
+//! Layer 2 (a step kind): imports `steps/transform.rs`, `steps/fields.rs` and primitives.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::fields::FieldPath;
+use super::transform::{
+    parse_field, parse_field_map, set_field, Applied, BuildContext, Transform, TransformError,
+};
+use crate::rules::context::MessageContext;
+use crate::rules::template::Template;
+
+const KIND: &str = "set";
+
+#[derive(Debug)]
+enum SetValue {
+    Literal(Value),
+    Template(Template),
+}
+
+#[derive(Debug)]
+pub struct Set {
+    fields: Vec<(FieldPath, SetValue)>,
+}
+
+pub fn build(config: &Value, ctx: &BuildContext<'_>) -> Result<Box<dyn Transform>, TransformError> {
+    let raw: BTreeMap<String, Value> = parse_field_map(KIND, config)?;
+    let mut fields = Vec::with_capacity(raw.len());
+    for (name, value) in raw {
+        let field = parse_field(KIND, &name)?;
+        let value = match value {
+            Value::String(text) => SetValue::Template(
+                Template::compile(&text, ctx.scope)
+                    .map_err(|source| TransformError::Template { kind: KIND, source })?,
+            ),
+            other => SetValue::Literal(other),
+        };
+        fields.push((field, value));
+    }
+    Ok(Box::new(Set { fields }))
+}
+
+impl Transform for Set {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn apply_object(
+        &self,
+        object: Map<String, Value>,
+        ctx: &MessageContext<'_>,
+    ) -> Result<Applied, TransformError> {
+        let mut payload = Value::Object(object);
+        let mut rendered = Vec::with_capacity(self.fields.len());
+        for (field, value) in &self.fields {
+            let v = match value {
+                SetValue::Literal(v) => v.clone(),
+                SetValue::Template(t) => t
+                    .render_value(ctx, &payload)
+                    .map_err(|source| TransformError::Template { kind: KIND, source })?,
+            };
+            rendered.push((field, v));
+        }
+        for (field, v) in rendered {
+            set_field(KIND, &mut payload, field, v)?;
+        }
+        Ok(Applied::One(payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::steps::testing::*;
+    use serde_json::json;
+
+    #[test]
+    fn sets_templates_and_literals() {
+        let out = apply(
+            "set: {venue: '{exchange}.{$.market_type}', at: '{@now_ms}', v: 2, meta.src: x, copy: '{$.p}'}",
+            json!({"market_type": "spot", "p": [1]}),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            json!({"market_type": "spot", "p": [1], "venue": "binance.spot", "at": NOW, "v": 2,
+                   "meta": {"src": "x"}, "copy": [1]})
+        );
+    }
+
+    #[test]
+    fn invalid_config() {
+        assert!(config_error("set: [a]").contains("invalid config"));
+        assert!(config_error("set: {}").contains("at least one"));
+        assert!(config_error("set: {a: '{market}'}").contains("capture {market}"));
+        assert!(config_error("set: {'a..b': 1}").contains("empty segment"));
+    }
+
+    #[test]
+    fn missing_path_and_wrong_types_are_errors() {
+        let err = apply("set: {a: '{$.missing}'}", json!({})).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+        let err = apply("set: {a: 1}", json!([1])).unwrap_err();
+        assert!(err.to_string().contains("not a json object"), "{err}");
+        let err = apply("set: {a.b: 1}", json!({"a": 5})).unwrap_err();
+        assert!(err.to_string().contains("not an object"), "{err}");
+    }
+}

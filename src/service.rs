@@ -19,6 +19,7 @@ use crate::nats::{
 };
 use crate::router::{ReloadRoutes, RouterActor, RouterRuntime, RouterState, StopRoutes};
 use crate::routing::{RouteTable, RuleProblem};
+use crate::stats::snapshot::SnapshotCell;
 use crate::stats::{metrics::MetricsError, Metrics, RequestMetrics, StatsActor, StatsConfig};
 use crate::streams::{StreamActor, StreamsState};
 
@@ -88,13 +89,19 @@ pub async fn run(
     )
     .await?;
 
+    let streams = Arc::new(StreamsState::default());
+    let snapshot = Arc::new(SnapshotCell::default());
     let stats = StatsActor::start_supervised(
         metrics.clone(),
         nats_state.clone(),
         client.clone(),
-        StatsConfig::default(),
+        streams.clone(),
+        snapshot.clone(),
+        StatsConfig {
+            varz_url: nats_cfg.auto_start.then(|| nats_cfg.monitor_url("/varz")),
+            ..StatsConfig::default()
+        },
     );
-    let streams = Arc::new(StreamsState::default());
     let request_timeout = config.service.request_timeout.duration();
     let stream_actor = {
         let (client, nats, specs, streams) = (
@@ -132,7 +139,7 @@ pub async fn run(
         router,
         router_actor: router_actor.clone(),
         metrics: metrics.clone(),
-        http: reqwest::Client::new(),
+        snapshot,
         started: Instant::now(),
     });
     let publisher_cfg = (config.nats.clone(), credentials.clone());

@@ -2,6 +2,8 @@
 //! and after every (re)connection, refreshes the subject → stream catalog, and serves the
 //! stream CRUD of the REST API. Mutations run one at a time (atomic responses), so a
 //! create's overlap check and the create itself cannot interleave with another mutation.
+//! Every change it makes is counted in [`StreamsState`] (`notify_changed`) before it
+//! answers, so the status snapshot picks it up at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,6 +172,9 @@ impl Handler<EnsureStreams> for StreamActor {
                     warn!(error = %e, "stream catalog refresh failed");
                     retry = true;
                 }
+                // Counted before readiness flips, so a request that saw /ready 200 also
+                // sees the change and gets figures that include it.
+                state.notify_changed();
                 state.set_ensured(!retry);
                 retry
             }
@@ -270,6 +275,7 @@ impl Handler<CreateStream> for StreamActor {
                     .map_err(|e| StreamError::request(&e))?
                     .clone();
                 let _ = refresh_catalog(&js, &state).await;
+                state.notify_changed();
                 Ok(Created::New(info))
             }
             .into_actor(self),
@@ -330,6 +336,7 @@ impl Handler<UpdateStream> for StreamActor {
                     .await
                     .map_err(|e| StreamError::from_create(&e))?;
                 let _ = refresh_catalog(&js, &state).await;
+                state.notify_changed();
                 Ok(info)
             }
             .into_actor(self),
@@ -364,6 +371,7 @@ impl Handler<DeleteStream> for StreamActor {
                     .map_err(|e| StreamError::from_get(&e))?;
                 state.remove_health(&name);
                 let _ = refresh_catalog(&js, &state).await;
+                state.notify_changed();
                 Ok(info_view(&info))
             }
             .into_actor(self),

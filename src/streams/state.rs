@@ -1,10 +1,13 @@
 //! What handlers may know about streams without asking the actor: whether the configured
 //! streams were ensured since the last connection, which failed and why, and the catalog
-//! of every stream's subjects that the publish path uses to pick JetStream or core NATS.
+//! of every stream's subjects that the publish path uses to pick JetStream or core NATS;
+//! and a count of the stream changes this service made, which the status snapshot follows.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+
+use tokio::sync::Notify;
 
 use crate::subject;
 
@@ -16,6 +19,8 @@ pub struct StreamsState {
     ensured: AtomicBool,
     health: RwLock<BTreeMap<String, Result<(), String>>>,
     catalog: RwLock<Arc<Catalog>>,
+    changes: AtomicU64,
+    changed: Notify,
 }
 
 impl StreamsState {
@@ -66,6 +71,24 @@ impl StreamsState {
         if let Ok(mut c) = self.catalog.write() {
             *c = Arc::new(catalog);
         }
+    }
+
+    /// How many times this service changed the server's streams (ensure, create, update,
+    /// delete).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Counts a change and wakes the [`changed`](Self::changed) waiter.
+    pub(crate) fn notify_changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
+    }
+
+    /// Resolves at the next change (one made while nobody waited is kept for the next
+    /// call). Meant for one waiter, the status snapshot's refresher.
+    pub async fn changed(&self) {
+        self.changed.notified().await
     }
 
     /// The stream that captures `subject`, if the catalog knows one.

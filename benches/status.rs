@@ -176,17 +176,14 @@ fn main() {
         );
     }
     println!();
-    println!(
-        "windows (req/s): health {health_rates:?}, status {status_rates:?}",
-        health_rates = health
-            .iter()
-            .map(|w| w.requests_per_sec.round())
-            .collect::<Vec<_>>(),
-        status_rates = status
-            .iter()
-            .map(|w| w.requests_per_sec.round())
-            .collect::<Vec<_>>(),
-    );
+    let windows = |ws: &[Window]| {
+        ws.iter()
+            .map(|w| format!("{:.0} req/s p99 {:.2} ms", w.requests_per_sec, w.p99_ms))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("health windows: {}", windows(&health));
+    println!("status windows: {}", windows(&status));
     println!(
         "status / health throughput ratio: {:.2}",
         mean(&status, |w| w.requests_per_sec) / health_rate

@@ -32,7 +32,6 @@ struct Listing<'a> {
 }
 
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.require_nats()?;
     let view = state.snapshot_view().await;
     let Some(figures) = view.current() else {
         let reason = view.stale.as_deref().unwrap_or("stale");

@@ -356,3 +356,38 @@ async fn status_is_answered_while_a_stream_operation_is_stuck_in_the_actor() {
     assert_eq!(status, 200);
     assert!(stream(&list["data"]["streams"], "SLOW").is_some(), "{list}");
 }
+
+#[tokio::test]
+async fn every_snapshot_answer_has_the_documented_shape() {
+    let service = ServiceBuilder::new().start().await;
+    let (_, doc) = service.get("/api/v1/openapi.json").await;
+    let schema = &doc["components"]["schemas"]["Snapshot"];
+    let mut documented: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+    documented.sort();
+    for path in [
+        "/api/v1/status",
+        "/api/v1/broker/status",
+        "/api/v1/broker/health",
+        "/api/v1/nats/info",
+        "/api/v1/broker/streams",
+        "/api/v1/streams",
+    ] {
+        let (status, body) = service.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_current(&body["data"]);
+        let mut keys: Vec<&String> = body["data"]["snapshot"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        keys.sort();
+        assert_eq!(keys, documented, "{path}");
+        let operation = &doc["paths"][path]["get"]["responses"]["200"];
+        assert!(
+            operation
+                .to_string()
+                .contains("#/components/schemas/Snapshot"),
+            "{path}"
+        );
+    }
+}

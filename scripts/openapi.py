@@ -93,9 +93,47 @@ BATCH_BODY = {
 }
 
 
+SNAPSHOT = {
+    "type": "object",
+    "description": "How old the figures that need a NATS round trip are (streams, server info, JetStream "
+                   "usage). They are read in the background about every second, at once after a stream "
+                   "change through the API and at every NATS (re)connection; requests never wait for NATS. "
+                   "While stale, stream figures are left out (never shown as live).",
+    "required": ["taken_at", "age_ms", "stale", "error"],
+    "properties": {
+        "taken_at": {"type": "string", "format": "date-time", "nullable": True,
+                     "description": "when the figures were read; null before the first read"},
+        "age_ms": {"type": "integer", "minimum": 0, "nullable": True,
+                   "description": "milliseconds between taken_at and this answer"},
+        "stale": {"type": "boolean",
+                  "description": "true while NATS is not connected, when the figures predate the latest "
+                                 "reconnection, when the latest refresh failed, or when a stream change made "
+                                 "through the API is not in them yet"},
+        "error": {"type": "string", "nullable": True, "description": "why they are stale"},
+    },
+}
+
+
 def ok(description):
     return {"description": description,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Success"}}}}
+
+
+def ok_snapshot(description, data=None):
+    """A success whose data carries `snapshot` (and the given data properties)."""
+    properties = {"snapshot": {"$ref": "#/components/schemas/Snapshot"}, **(data or {})}
+    schema = {"allOf": [{"$ref": "#/components/schemas/Success"}, {
+        "type": "object", "properties": {"data": {
+            "type": "object", "required": ["snapshot"], "properties": properties}}}]}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def err_snapshot(description):
+    """An error whose data carries `snapshot`."""
+    schema = {"allOf": [{"$ref": "#/components/schemas/Error"}, {
+        "type": "object", "properties": {"data": {
+            "type": "object", "properties": {"snapshot": {"$ref": "#/components/schemas/Snapshot"}}}}}]}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def err(description):
@@ -117,6 +155,14 @@ PUBLISH_ERRORS = {
     "507": err("STORAGE_FULL: the stream or the server's store has no room (stream and limit in the message)"),
 }
 
+LISTING = {
+    "count": {"type": "integer"},
+    "streams": {"type": "array", "items": {"type": "object"}},
+    "truncated": {"type": "boolean", "description": "more streams exist than the snapshot keeps (4096)"},
+}
+LISTING_STALE = err_snapshot("NATS_CONNECTION_ERROR: NATS is not connected or the snapshot is stale; "
+                             "data.snapshot says why")
+
 # (path, method) -> operation
 OPS = {
     ("/health", "get"): {"summary": "Liveness", "responses": {"200": ok("alive")}},
@@ -125,17 +171,27 @@ OPS = {
     ("/metrics", "get"): {"summary": "Prometheus metrics (text format 0.0.4)",
                           "responses": {"200": {"description": "text/plain; version=0.0.4"}}},
     ("/api/v1/openapi.json", "get"): {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3 JSON"}}},
-    ("/api/v1/status", "get"): {"summary": "Service status: uptime, version, NATS, streams, message_stats",
-                                "responses": {"200": ok("status")}},
-    ("/api/v1/nats/info", "get"): {"summary": "Supervised server: pid, ports, restarts, varz",
-                                   "responses": {"200": ok("server info")}},
-    ("/api/v1/broker/status", "get"): {"summary": "Broker detail", "responses": {"200": ok("broker status")}},
-    ("/api/v1/broker/health", "get"): {"summary": "Per-component health checks",
-                                       "responses": {"200": ok("healthy"), "503": err("SERVICE_UNAVAILABLE with checks")}},
-    ("/api/v1/streams", "get"): {"summary": "List streams (alias of GET /api/v1/broker/streams)",
-                                 "responses": {"200": ok("streams"), **NATS_DOWN}},
-    ("/api/v1/broker/streams", "get"): {"summary": "List streams with state",
-                                        "responses": {"200": ok("streams"), **NATS_DOWN}},
+    ("/api/v1/status", "get"): {
+        "summary": "Service status: uptime, version, NATS, streams, message_stats; stream and server "
+                   "figures from the background snapshot, dated by data.snapshot",
+        "responses": {"200": ok_snapshot("status")}},
+    ("/api/v1/nats/info", "get"): {
+        "summary": "NATS server: pid, ports, restarts (live) and varz figures (snapshot)",
+        "responses": {"200": ok_snapshot("server info")}},
+    ("/api/v1/broker/status", "get"): {
+        "summary": "Broker detail; the stream total from the snapshot",
+        "responses": {"200": ok_snapshot("broker status")}},
+    ("/api/v1/broker/health", "get"): {
+        "summary": "Per-component health checks; the jetstream check from the snapshot",
+        "responses": {"200": ok_snapshot("healthy"),
+                      "503": err_snapshot("SERVICE_UNAVAILABLE with checks and snapshot")}},
+    ("/api/v1/streams", "get"): {
+        "summary": "List streams (alias of GET /api/v1/broker/streams)",
+        "responses": {"200": ok_snapshot("streams", LISTING), "503": LISTING_STALE}},
+    ("/api/v1/broker/streams", "get"): {
+        "summary": "List streams with state, from the snapshot (a change made through the API is in "
+                   "the next answer)",
+        "responses": {"200": ok_snapshot("streams", LISTING), "503": LISTING_STALE}},
     ("/api/v1/broker/streams", "post"): {
         "summary": "Create a stream (idempotent for an identical config)",
         "requestBody": body({**STREAM_BODY, "required": ["name", "subjects"]}),
@@ -145,7 +201,7 @@ OPS = {
                       "409": err("STREAM_CREATION_ERROR: same name with another config, or subjects overlap another stream"),
                       "413": err("PAYLOAD_TOO_LARGE"), **NATS_DOWN}},
     ("/api/v1/broker/streams/{name}", "get"): {
-        "summary": "One stream with state", "parameters": NAME,
+        "summary": "One stream with state, read live from JetStream", "parameters": NAME,
         "responses": {"200": ok("stream"), "400": err("INVALID_STREAM_DATA: bad name"),
                       "404": err("STREAM_NOT_FOUND"), **NATS_DOWN}},
     ("/api/v1/broker/streams/{name}", "put"): {
@@ -211,7 +267,8 @@ def main():
                                 "{status, error_code, message, data, timestamp}; unknown paths are 404 "
                                 "NOT_FOUND and wrong methods 405 METHOD_NOT_ALLOWED."},
         "components": {
-            "schemas": {"Success": ENVELOPE_OK, "Error": ENVELOPE_ERR, "PublishResult": PUBLISH_RESULT},
+            "schemas": {"Success": ENVELOPE_OK, "Error": ENVELOPE_ERR, "PublishResult": PUBLISH_RESULT,
+                        "Snapshot": SNAPSHOT},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "needed on mutating endpoints when service.api_token is set"}},
         },

@@ -26,6 +26,7 @@ use crate::nats::{
 };
 use crate::router::{ReloadRoutes, RouterActor, RouterRuntime, RouterState, StopRoutes};
 use crate::rules::{RouteTable, RuleProblem};
+use crate::stats::snapshot::SnapshotCell;
 use crate::stats::{metrics::MetricsError, Metrics, RequestMetrics, StatsActor, StatsConfig};
 use crate::streams::{StoreWatch, StreamActor, StreamsState};
 
@@ -111,14 +112,20 @@ pub async fn run(
     )
     .await?;
 
+    let specs = config.effective_streams();
+    let streams = Arc::new(StreamsState::new(&specs));
+    let snapshot = Arc::new(SnapshotCell::default());
     let stats = StatsActor::start_supervised(
         metrics.clone(),
         nats_state.clone(),
         client.clone(),
-        StatsConfig::default(),
+        streams.clone(),
+        snapshot.clone(),
+        StatsConfig {
+            varz_url: nats_cfg.auto_start.then(|| nats_cfg.monitor_url("/varz")),
+            ..StatsConfig::default()
+        },
     );
-    let specs = config.effective_streams();
-    let streams = Arc::new(StreamsState::new(&specs));
     let request_timeout = config.service.request_timeout.duration();
     let store = StoreWatch {
         dir: nats_cfg
@@ -167,7 +174,7 @@ pub async fn run(
         router,
         router_actor: router_actor.clone(),
         metrics: metrics.clone(),
-        http: reqwest::Client::new(),
+        snapshot,
         started: Instant::now(),
         drain: Default::default(),
         publishers: publishers.clone(),

@@ -481,9 +481,24 @@ async fn status_endpoints_carry_live_values() {
             )
             .await;
     }
-    let (status, body) = service.get("/api/v1/status").await;
-    assert_eq!(status, 200);
+    // Stream figures come from the status snapshot, refreshed about every second.
+    let body = wait_for(
+        "3 messages in the status snapshot",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = service.get("/api/v1/status").await;
+            assert_eq!(status, 200, "{body}");
+            let system_messages = body["data"]["jetstream_streams"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == "SYSTEM_EVENTS")?["messages"]
+                .as_u64();
+            (system_messages == Some(3)).then_some(body)
+        },
+    )
+    .await;
     let d = &body["data"];
+    assert_eq!(d["snapshot"]["stale"], false, "{d}");
     assert_eq!(d["service"], "prism-broker");
     assert_eq!(d["status"], "running");
     assert_eq!(d["environment"], "staging");

@@ -101,7 +101,10 @@ pub async fn start_service(rules: &[(String, String)], extra: Value) -> Service 
     }
     let path = dir.path().join("broker.yaml");
     std::fs::write(&path, config.to_string()).unwrap();
-    let mut child = Command::new(BIN)
+    // `BENCH_BIN` runs another build of the service (e.g. the previous commit's) under the
+    // same harness, for before/after figures.
+    let binary = std::env::var("BENCH_BIN").unwrap_or_else(|_| BIN.to_string());
+    let mut child = Command::new(binary)
         .arg("--config")
         .arg(&path)
         .stdout(Stdio::null())

@@ -78,12 +78,22 @@ pub fn success_with(
     message: impl Into<String>,
     data: impl Serialize,
 ) -> HttpResponse {
-    HttpResponse::build(status).json(json!({
-        "status": "success",
-        "message": message.into(),
-        "data": data,
-        "timestamp": timestamp(),
-    }))
+    HttpResponse::build(status).json(Success {
+        status: "success",
+        message: message.into(),
+        data,
+        timestamp: timestamp(),
+    })
+}
+
+/// The success envelope, serialized straight from `data` (no `Value` tree in between), so
+/// `data` may embed pre-rendered JSON (`RawValue`).
+#[derive(Serialize)]
+struct Success<T> {
+    status: &'static str,
+    message: String,
+    data: T,
+    timestamp: String,
 }
 
 /// An error answered in the error envelope.

@@ -1,9 +1,10 @@
 //! What every handler can reach: config, the NATS client and state, the stream actor and
-//! state, metrics, start time; plus the checks readiness and health share.
+//! state, the status snapshot, metrics, start time; plus the checks readiness and health
+//! share and the snapshot read the status endpoints share.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::{Addr, MailboxError};
 
@@ -11,6 +12,7 @@ use super::envelope::{ApiError, ErrorCode};
 use crate::config::BrokerConfig;
 use crate::nats::NatsState;
 use crate::router::{RouterActor, RouterState};
+use crate::stats::snapshot::{Figures, SnapshotCell, SnapshotMeta, StatusSnapshot};
 use crate::stats::Metrics;
 use crate::streams::{StreamActor, StreamError, StreamsState};
 
@@ -24,13 +26,40 @@ pub struct AppState {
     pub router: Arc<RouterState>,
     pub router_actor: Addr<RouterActor>,
     pub metrics: Arc<Metrics>,
-    /// For live reads of the supervised server's monitoring endpoints.
-    pub http: reqwest::Client,
+    /// Figures that need a NATS round trip, kept fresh by the `StatsActor`.
+    pub snapshot: Arc<SnapshotCell>,
     pub started: Instant,
     /// Graceful shutdown: refuses new requests while in-flight ones finish.
     pub drain: super::drain::Drain,
     /// The HTTP workers' publishing connections.
     pub publishers: Arc<super::publish::Publishers>,
+}
+
+/// Longest a request waits for the refresh a stream change triggered: two refreshes (one
+/// may be running when the change comes), each bounded by the refresh timeout.
+pub const SNAPSHOT_CATCH_UP: Duration =
+    Duration::from_secs(2 * crate::stats::actor::REFRESH_TIMEOUT.as_secs());
+
+/// A snapshot as one request shows it.
+pub struct SnapshotView {
+    pub snapshot: Arc<StatusSnapshot>,
+    /// Why its figures are not current; `None` when they are.
+    pub stale: Option<String>,
+    /// `data.snapshot` of the answer.
+    pub meta: SnapshotMeta,
+}
+
+impl SnapshotView {
+    /// The figures, when they may be shown as current.
+    pub fn current(&self) -> Option<&Figures> {
+        self.stale.is_none().then_some(&*self.snapshot.figures)
+    }
+
+    /// The figures even when stale (the server info and JetStream usage last read; the
+    /// answer's `snapshot` dates them).
+    pub fn latest(&self) -> &Figures {
+        &self.snapshot.figures
+    }
 }
 
 impl AppState {
@@ -78,6 +107,37 @@ impl AppState {
         }
     }
 
+    /// The status snapshot, judged against the live connection state. Never asks an actor
+    /// or NATS: right after a stream change made through this service it waits (at most
+    /// [`SNAPSHOT_CATCH_UP`]) for the refresh that change triggered, so a stream created
+    /// through the API is listed by the next request.
+    pub async fn snapshot_view(&self) -> SnapshotView {
+        let mut snapshot = self.snapshot.load();
+        let changes = self.streams.changes();
+        if self.nats.client_connected() && snapshot.attempted_version < changes {
+            snapshot = self.snapshot.attempted(changes, SNAPSHOT_CATCH_UP).await;
+        }
+        // The connection facts the refresher records (set by the client's event callback
+        // together), read after the snapshot.
+        let connection = self.nats.client_reconnects();
+        let stale = snapshot.stale_reason(
+            self.nats.client_connected() && self.nats_connected(),
+            connection,
+            changes,
+        );
+        let meta = snapshot.meta(stale.clone(), SystemTime::now());
+        SnapshotView {
+            snapshot,
+            stale,
+            meta,
+        }
+    }
+
+    /// The configured streams were ensured on the current connection.
+    pub fn streams_ensured(&self) -> bool {
+        self.streams.ensured_for(self.nats.connection_generation())
+    }
+
     /// Components that keep the service from being ready, with the reason.
     pub fn not_ready(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
@@ -99,7 +159,7 @@ impl AppState {
                 "nats_client".into(),
                 format!("{publishers_up} of {workers} http workers' publishing connections are up"),
             ));
-        } else if !self.streams.ensured() {
+        } else if !self.streams_ensured() {
             problems.push((
                 "streams".into(),
                 "configured streams not ensured yet".into(),

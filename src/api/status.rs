@@ -1,31 +1,21 @@
 //! `GET /api/v1/status`, `GET /api/v1/broker/status`, `GET /api/v1/broker/health`: what the
-//! service, its NATS server and its streams are doing, with live figures only.
-
-use std::time::Duration;
+//! service, its NATS server and its streams are doing. Process facts (uptime, counters,
+//! connection, readiness, restarts) are read live from the shared state; the figures that
+//! need a NATS round trip (streams with their state, server info, JetStream usage) come
+//! from the status snapshot, and `data.snapshot` says how old they are. While the snapshot
+//! is stale the stream figures are left out (never shown as live); the server info is the
+//! last one read.
 
 use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::envelope::{success, ApiError, ErrorCode};
-use super::nats_info::server_info;
-use super::state::AppState;
-use crate::streams::ListStreams;
+use super::state::{AppState, SnapshotView};
+use crate::stats::snapshot::SnapshotMeta;
 
-/// Bound on the live stream listing inside a status call.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Live streams with their state, or an empty list while NATS is away.
-async fn live_streams(state: &AppState) -> Option<Vec<async_nats::jetstream::stream::Info>> {
-    if !state.nats_connected() {
-        return None;
-    }
-    match tokio::time::timeout(STATUS_TIMEOUT, state.stream_actor.send(ListStreams)).await {
-        Ok(Ok(Ok(infos))) => Some(infos),
-        _ => None,
-    }
-}
-
-fn server_status(state: &AppState) -> &'static str {
+pub(super) fn server_status(state: &AppState) -> &'static str {
     match (
         state.nats.supervised,
         state.nats.server_up(),
@@ -38,68 +28,133 @@ fn server_status(state: &AppState) -> &'static str {
     }
 }
 
-fn message_stats(state: &AppState) -> Value {
+/// Pre-rendered JSON, or `[]` for figures left out.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Listed<'a> {
+    Raw(&'a RawValue),
+    Empty([(); 0]),
+}
+
+impl<'a> Listed<'a> {
+    fn or_empty(raw: Option<&'a RawValue>) -> Listed<'a> {
+        raw.map_or(Listed::Empty([]), Listed::Raw)
+    }
+}
+
+#[derive(Serialize)]
+struct MessageStats {
+    published: u64,
+    consumed: u64,
+    errors: u64,
+}
+
+fn message_stats(state: &AppState) -> MessageStats {
     let (published, consumed, errors) = state.metrics.message_totals();
-    json!({ "published": published, "consumed": consumed, "errors": errors })
+    MessageStats {
+        published,
+        consumed,
+        errors,
+    }
+}
+
+#[derive(Serialize)]
+struct Features {
+    nats_server: bool,
+    jetstream: bool,
+    message_routing: bool,
+    stream_management: bool,
+    message_persistence: bool,
+}
+
+#[derive(Serialize)]
+struct NatsBrief<'a> {
+    server_status: &'static str,
+    client_connected: bool,
+    streams_count: usize,
+    server_version: &'a Value,
+}
+
+#[derive(Serialize)]
+struct NatsServer<'a> {
+    status: &'static str,
+    server_info: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct Statistics {
+    messages_published: u64,
+    messages_consumed: u64,
+    errors: u64,
+    active_streams: Option<usize>,
+    connection_errors: u64,
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    service: &'static str,
+    status: &'static str,
+    uptime_seconds: f64,
+    version: &'static str,
+    environment: &'a str,
+    port: u16,
+    features: Features,
+    nats_info: NatsBrief<'a>,
+    nats_server: NatsServer<'a>,
+    jetstream_streams: Listed<'a>,
+    message_stats: MessageStats,
+    statistics: Statistics,
+    snapshot: &'a SnapshotMeta,
 }
 
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
-    let streams = live_streams(&state).await;
-    let stream_list: Vec<Value> = streams
-        .iter()
-        .flatten()
-        .map(|i| {
-            json!({
-                "name": i.config.name,
-                "subjects": i.config.subjects,
-                "messages": i.state.messages,
-                "bytes": i.state.bytes,
-                "first_seq": i.state.first_sequence,
-                "last_seq": i.state.last_sequence,
-                "consumer_count": i.state.consumer_count,
-            })
-        })
-        .collect();
-    let info = server_info(&state).await;
-    let (published, consumed, errors) = state.metrics.message_totals();
-    let healthy = state.not_ready().is_empty();
-    success(
-        "Service status retrieved successfully",
-        json!({
-            "service": "prism-broker",
-            "status": if healthy { "running" } else { "degraded" },
-            "uptime_seconds": state.uptime_seconds(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "environment": state.config.service.environment,
-            "port": state.config.service.port,
-            "features": {
-                "nats_server": state.nats.supervised,
-                "jetstream": true,
-                "message_routing": true,
-                "stream_management": true,
-                "message_persistence": true,
-            },
-            "nats_info": {
-                "server_status": server_status(&state),
-                "client_connected": state.nats_connected(),
-                "streams_count": stream_list.len(),
-                "server_version": info.get("version").cloned().unwrap_or(Value::Null),
-            },
-            "nats_server": {
-                "status": server_status(&state),
-                "server_info": info,
-            },
-            "jetstream_streams": stream_list,
-            "message_stats": message_stats(&state),
-            "statistics": {
-                "messages_published": published,
-                "messages_consumed": consumed,
-                "errors": errors,
-                "active_streams": streams.as_ref().map(Vec::len),
-                "connection_errors": state.nats.client_reconnects(),
-            },
-        }),
-    )
+    let view = state.snapshot_view().await;
+    let current = view.current();
+    let latest = view.latest();
+    let active_streams = current.map(|f| f.streams.len());
+    let stats = message_stats(&state);
+    let server_status = server_status(&state);
+    let connected = state.nats_connected();
+    let data = Status {
+        service: "prism-broker",
+        status: if state.not_ready().is_empty() {
+            "running"
+        } else {
+            "degraded"
+        },
+        uptime_seconds: state.uptime_seconds(),
+        version: env!("CARGO_PKG_VERSION"),
+        environment: &state.config.service.environment,
+        port: state.config.service.port,
+        features: Features {
+            nats_server: state.nats.supervised,
+            jetstream: true,
+            message_routing: true,
+            stream_management: true,
+            message_persistence: true,
+        },
+        nats_info: NatsBrief {
+            server_status,
+            client_connected: connected,
+            streams_count: active_streams.unwrap_or(0),
+            server_version: latest.server_info.get("version").unwrap_or(&Value::Null),
+        },
+        nats_server: NatsServer {
+            status: server_status,
+            server_info: &latest.rendered.server_info,
+        },
+        jetstream_streams: Listed::or_empty(current.map(|f| &*f.rendered.stream_states)),
+        statistics: Statistics {
+            messages_published: stats.published,
+            messages_consumed: stats.consumed,
+            errors: stats.errors,
+            active_streams,
+            connection_errors: state.nats.client_reconnects(),
+        },
+        message_stats: stats,
+        snapshot: &view.meta,
+    };
+    success("Service status retrieved successfully", data)
 }
 
 fn configured_streams(state: &AppState) -> Vec<Value> {
@@ -119,42 +174,114 @@ fn configured_streams(state: &AppState) -> Vec<Value> {
         .collect()
 }
 
+#[derive(Serialize)]
+struct Ports {
+    nats: u16,
+    http: u16,
+    cluster: Option<u16>,
+}
+
+pub(super) fn ports(state: &AppState) -> impl Serialize {
+    let ports = state.nats.ports();
+    Ports {
+        nats: ports.client,
+        http: ports.http,
+        cluster: ports.cluster,
+    }
+}
+
+#[derive(Serialize)]
+struct BrokerNats<'a, P> {
+    mode: &'static str,
+    status: &'static str,
+    pid: Option<u32>,
+    ports: P,
+    restarts: u64,
+    last_error: Option<String>,
+    client_connected: bool,
+    client_reconnects: u64,
+    urls: Vec<String>,
+    data_dir: Option<String>,
+    server_info: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct BrokerStreams {
+    ensured: bool,
+    configured: Vec<Value>,
+    total: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct BrokerStatus<'a, P> {
+    service: &'static str,
+    version: &'static str,
+    environment: &'a str,
+    port: u16,
+    uptime_seconds: f64,
+    ready: bool,
+    nats: BrokerNats<'a, P>,
+    streams: BrokerStreams,
+    message_stats: MessageStats,
+    snapshot: &'a SnapshotMeta,
+}
+
 pub async fn broker_status(state: web::Data<AppState>) -> HttpResponse {
+    let view = state.snapshot_view().await;
     let nats = &state.nats;
-    let live = live_streams(&state).await;
-    success(
-        "Broker status retrieved successfully",
-        json!({
-            "service": "prism-broker",
-            "version": env!("CARGO_PKG_VERSION"),
-            "environment": state.config.service.environment,
-            "port": state.config.service.port,
-            "uptime_seconds": state.uptime_seconds(),
-            "ready": state.not_ready().is_empty(),
-            "nats": {
-                "mode": if nats.supervised { "supervised" } else { "external" },
-                "status": server_status(&state),
-                "pid": nats.pid(),
-                "ports": { "nats": nats.ports().client, "http": nats.ports().http, "cluster": nats.ports().cluster },
-                "restarts": nats.restarts(),
-                "last_error": nats.last_error(),
-                "client_connected": state.nats_connected(),
-                "client_reconnects": nats.client_reconnects(),
-                "urls": state.config.nats.client_urls(),
-                "data_dir": nats.supervised.then(|| state.config.nats.data_dir.display().to_string()),
-                "server_info": server_info(&state).await,
+    let data = BrokerStatus {
+        service: "prism-broker",
+        version: env!("CARGO_PKG_VERSION"),
+        environment: &state.config.service.environment,
+        port: state.config.service.port,
+        uptime_seconds: state.uptime_seconds(),
+        ready: state.not_ready().is_empty(),
+        nats: BrokerNats {
+            mode: if nats.supervised {
+                "supervised"
+            } else {
+                "external"
             },
-            "streams": {
-                "ensured": state.streams.ensured(),
-                "configured": configured_streams(&state),
-                "total": live.as_ref().map(Vec::len),
-            },
-            "message_stats": message_stats(&state),
-        }),
-    )
+            status: server_status(&state),
+            pid: nats.pid(),
+            ports: ports(&state),
+            restarts: nats.restarts(),
+            last_error: nats.last_error(),
+            client_connected: state.nats_connected(),
+            client_reconnects: nats.client_reconnects(),
+            urls: state.config.nats.client_urls(),
+            data_dir: nats
+                .supervised
+                .then(|| state.config.nats.data_dir.display().to_string()),
+            server_info: &view.latest().rendered.server_info,
+        },
+        streams: BrokerStreams {
+            ensured: state.streams_ensured(),
+            configured: configured_streams(&state),
+            total: view.current().map(|f| f.streams.len()),
+        },
+        message_stats: message_stats(&state),
+        snapshot: &view.meta,
+    };
+    success("Broker status retrieved successfully", data)
+}
+
+/// The `jetstream` check: the account's usage from a current snapshot.
+fn jetstream_check(view: &SnapshotView) -> Result<Value, String> {
+    match (&view.stale, view.latest().account) {
+        (Some(reason), _) => Err(reason.clone()),
+        (None, None) => Err("no jetstream account info".into()),
+        (None, Some(usage)) => Ok(json!({
+            "memory": usage.memory,
+            "storage": usage.storage,
+            "streams": usage.streams,
+            "consumers": usage.consumers,
+        })),
+    }
 }
 
 pub async fn broker_health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let view = state.snapshot_view().await;
     let mut checks = serde_json::Map::new();
     let mut healthy = true;
     let mut check = |name: &str, ok: bool, detail: Value| {
@@ -178,20 +305,15 @@ pub async fn broker_health(state: web::Data<AppState>) -> Result<HttpResponse, A
         connected,
         json!({ "connected": connected, "reconnects": state.nats.client_reconnects() }),
     );
-    let account = if connected {
-        jetstream_account(&state).await
-    } else {
-        Err("not connected".to_string())
-    };
-    match account {
+    match jetstream_check(&view) {
         Ok(detail) => check("jetstream", true, detail),
         Err(e) => check("jetstream", false, json!({ "error": e })),
     }
     let failures = state.streams.failures();
     check(
         "streams",
-        state.streams.ensured() && failures.is_empty(),
-        json!({ "ensured": state.streams.ensured(), "configured": configured_streams(&state) }),
+        state.streams_ensured() && failures.is_empty(),
+        json!({ "ensured": state.streams_ensured(), "configured": configured_streams(&state) }),
     );
     let not_live = state.router.not_live();
     check(
@@ -203,7 +325,11 @@ pub async fn broker_health(state: web::Data<AppState>) -> Result<HttpResponse, A
             "not_consuming": not_live,
         }),
     );
-    let data = json!({ "status": if healthy { "healthy" } else { "unhealthy" }, "checks": checks });
+    let data = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "checks": checks,
+        "snapshot": view.meta,
+    });
     if healthy {
         Ok(success("Broker is healthy", data))
     } else {
@@ -225,26 +351,4 @@ pub async fn broker_health(state: web::Data<AppState>) -> Result<HttpResponse, A
         )
         .with_data(data))
     }
-}
-
-/// `$JS.API.INFO` read as plain JSON (the typed account info of async-nats expects fields
-/// that nats-server 2.9 does not send).
-async fn jetstream_account(state: &AppState) -> Result<Value, String> {
-    let reply = tokio::time::timeout(
-        STATUS_TIMEOUT,
-        state.client.request("$JS.API.INFO", bytes::Bytes::new()),
-    )
-    .await
-    .map_err(|_| format!("no answer within {STATUS_TIMEOUT:?}"))?
-    .map_err(|e| e.to_string())?;
-    let info: Value = serde_json::from_slice(&reply.payload).map_err(|e| e.to_string())?;
-    if let Some(error) = info.get("error") {
-        return Err(error.to_string());
-    }
-    Ok(json!({
-        "memory": info["memory"],
-        "storage": info["storage"],
-        "streams": info["streams"],
-        "consumers": info["consumers"],
-    }))
 }

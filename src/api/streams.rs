@@ -1,26 +1,54 @@
 //! Stream CRUD: `GET|POST /api/v1/broker/streams`, `GET|PUT|DELETE
 //! /api/v1/broker/streams/{name}` (and the `GET /api/v1/streams` alias). Bodies are
 //! validated here, every problem named by field, before the `StreamActor` is asked.
+//!
+//! The listing answers from the status snapshot (never from the actor): a change made
+//! through this API is in it before the next request is answered, streams made by others
+//! within about a second; `data.snapshot` dates it, and while it is stale the answer is a
+//! 503 rather than old streams. One stream (`GET …/{name}`) is read live from JetStream:
+//! it is what an operator asks after a change, and its 404 must be exact.
 
 use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::body::read_json;
 use super::envelope::{success, ApiError, ErrorCode};
 use super::state::AppState;
 use crate::config::{validate_stream_name, StreamConfig, StreamSpec};
+use crate::stats::snapshot::SnapshotMeta;
 use crate::streams::mapping::info_view;
-use crate::streams::{CreateStream, Created, DeleteStream, GetStream, ListStreams, UpdateStream};
+use crate::streams::{CreateStream, Created, DeleteStream, GetStream, UpdateStream};
 use crate::subject;
 
+#[derive(Serialize)]
+struct Listing<'a> {
+    count: usize,
+    streams: &'a RawValue,
+    /// More streams exist than the snapshot keeps.
+    truncated: bool,
+    snapshot: &'a SnapshotMeta,
+}
+
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let infos = state
-        .ask_streams(state.stream_actor.send(ListStreams))
-        .await?;
-    let streams: Vec<Value> = infos.iter().map(info_view).collect();
+    let view = state.snapshot_view().await;
+    let Some(figures) = view.current() else {
+        let reason = view.stale.as_deref().unwrap_or("stale");
+        return Err(ApiError::new(
+            ErrorCode::NatsConnectionError,
+            format!("stream list unavailable: {reason}; retry when /ready answers 200"),
+        )
+        .with_data(json!({ "snapshot": view.meta })));
+    };
     Ok(success(
         "Streams retrieved successfully",
-        json!({ "count": streams.len(), "streams": streams }),
+        Listing {
+            count: figures.streams.len(),
+            streams: &figures.rendered.streams,
+            truncated: figures.truncated,
+            snapshot: &view.meta,
+        },
     ))
 }
 

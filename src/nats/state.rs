@@ -150,6 +150,11 @@ impl NatsState {
         }
     }
 
+    /// How many times the shared client connected (0 before the first connection).
+    pub fn connection_generation(&self) -> u64 {
+        *self.connections.borrow()
+    }
+
     /// Changes at every (re)connection of the shared client.
     pub fn watch_connections(&self) -> watch::Receiver<u64> {
         self.connections.subscribe()

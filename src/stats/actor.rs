@@ -1,27 +1,40 @@
-//! `StatsActor`: owns the refresh timer of the derived gauges. Every `interval` it copies
-//! the supervised server's latest `/varz` and `/jsz` snapshots (taken by
-//! `NatsProcessActor`, read from [`NatsState`]) into [`Metrics`], and asks the JetStream API
-//! through the shared client for per-stream and per-durable-consumer figures (and for the
-//! account usage when there is no `/jsz`, i.e. external mode). Scrapes only read the
-//! registry; they never trigger NATS requests.
+//! `StatsActor`: the one background refresher of the figures that need a NATS round trip.
+//! Every `interval` (1 s), at once after a stream change made through this service
+//! ([`StreamsState::changed`]) and at every (re)connection of the client, it reads through
+//! the shared client the streams with their state and the account's JetStream usage, and
+//! the supervised server's `/varz` from its monitoring port (the connected server's INFO in
+//! external mode). From one read it publishes the [`StatusSnapshot`] the status endpoints
+//! answer from, and sets the per-stream gauges of [`Metrics`]. It also copies the latest
+//! `/varz` and `/jsz` snapshots of `NatsProcessActor` (read from [`NatsState`]) into the
+//! server and JetStream gauges, and every `consumers_interval` (5 s) lists the durable
+//! consumers for their gauges. Scrapes and status requests only read what it left; they
+//! never trigger NATS requests. Every refresh is bounded by `timeout`, runs beside the
+//! mailbox (never blocks it), and a trigger during a refresh makes the next one start as
+//! soon as it ends.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use async_nats::jetstream;
 use futures::TryStreamExt;
+use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
 use super::metrics::{JetStreamUsage, Metrics};
+use super::snapshot::{Figures, SnapshotCell, StatusSnapshot, MAX_SNAPSHOT_STREAMS};
 use crate::nats::NatsState;
+use crate::streams::StreamsState;
 
-/// How often the derived gauges are refreshed.
-pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the snapshot and the stream gauges are refreshed.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Bound on one refresh's JetStream requests.
-pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(4);
+/// How often the durable consumers are listed for their gauges.
+pub const CONSUMERS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Bound on one refresh's requests.
+pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// At most this many streams get per-stream series.
 pub const MAX_STREAM_SERIES: usize = 256;
@@ -47,6 +60,8 @@ pub enum StatsError {
         #[source]
         source: jetstream::context::GetStreamError,
     },
+    #[error("cannot read varz from the monitoring port: {0}")]
+    Varz(String),
     #[error("cannot read jetstream account info: {0}")]
     Account(#[source] async_nats::RequestError),
     #[error("unexpected jetstream account info: {0}")]
@@ -61,7 +76,11 @@ pub enum StatsError {
 #[derive(Debug, Clone)]
 pub struct StatsConfig {
     pub interval: Duration,
+    pub consumers_interval: Duration,
     pub timeout: Duration,
+    /// `/varz` of the supervised server; `None` in external mode (the client's INFO is
+    /// shown instead).
+    pub varz_url: Option<String>,
     /// Durable consumers whose name starts with this get per-consumer series; `None`
     /// means every durable (ephemeral consumers never do).
     pub consumer_prefix: Option<String>,
@@ -73,7 +92,9 @@ impl Default for StatsConfig {
     fn default() -> Self {
         StatsConfig {
             interval: REFRESH_INTERVAL,
+            consumers_interval: CONSUMERS_INTERVAL,
             timeout: REFRESH_TIMEOUT,
+            varz_url: None,
             consumer_prefix: None,
             max_streams: MAX_STREAM_SERIES,
             max_consumers: MAX_CONSUMER_SERIES,
@@ -99,11 +120,13 @@ pub struct ConsumerFigures {
     pub ack_pending: u64,
 }
 
-/// What one refresh found; also the answer to [`RefreshStats`].
+/// What one refresh found for the metrics; also the answer to [`RefreshStats`].
 #[derive(Debug, Clone, Default)]
 pub struct RefreshReport {
     pub streams: Vec<StreamFigures>,
+    /// Durable consumers, when this refresh listed them (`consumers_listed`).
     pub consumers: Vec<ConsumerFigures>,
+    pub consumers_listed: bool,
     /// JetStream usage from the account API (`None` when `/jsz` supplied it).
     pub account: Option<JetStreamUsage>,
     /// Streams or consumers left out because of the series caps.
@@ -114,8 +137,13 @@ pub struct StatsActor {
     metrics: Arc<Metrics>,
     nats: Arc<NatsState>,
     client: async_nats::Client,
+    streams: Arc<StreamsState>,
+    snapshot: Arc<SnapshotCell>,
+    http: reqwest::Client,
     config: StatsConfig,
     refreshing: bool,
+    /// When the durable consumers were last listed.
+    consumers_listed_at: Option<Instant>,
     /// Series currently exported, so vanished streams and consumers are removed.
     exported_streams: HashSet<String>,
     exported_consumers: HashSet<(String, String)>,
@@ -127,11 +155,14 @@ pub struct StatsActor {
 
 impl StatsActor {
     /// Also binds the NATS liveness metrics of `metrics` to `nats` (see
-    /// [`Metrics::bind_nats`]).
+    /// [`Metrics::bind_nats`]). Publishes into `snapshot`; follows the changes counted in
+    /// `streams`.
     pub fn new(
         metrics: Arc<Metrics>,
         nats: Arc<NatsState>,
         client: async_nats::Client,
+        streams: Arc<StreamsState>,
+        snapshot: Arc<SnapshotCell>,
         config: StatsConfig,
     ) -> Self {
         metrics.bind_nats(nats.clone());
@@ -139,8 +170,12 @@ impl StatsActor {
             metrics,
             nats,
             client,
+            streams,
+            snapshot,
+            http: reqwest::Client::new(),
             config,
             refreshing: false,
+            consumers_listed_at: None,
             exported_streams: HashSet::new(),
             exported_consumers: HashSet::new(),
             failing: false,
@@ -153,9 +188,13 @@ impl StatsActor {
         metrics: Arc<Metrics>,
         nats: Arc<NatsState>,
         client: async_nats::Client,
+        streams: Arc<StreamsState>,
+        snapshot: Arc<SnapshotCell>,
         config: StatsConfig,
     ) -> Addr<StatsActor> {
-        Supervisor::start(move |_| StatsActor::new(metrics, nats, client, config))
+        Supervisor::start(move |_| {
+            StatsActor::new(metrics, nats, client, streams, snapshot, config)
+        })
     }
 
     /// Copies the monitoring snapshots; returns whether `/jsz` supplied JetStream usage.
@@ -188,15 +227,17 @@ impl StatsActor {
         }
         self.exported_streams = streams;
 
-        let mut consumers = HashSet::new();
-        for c in &report.consumers {
-            gauges.set_consumer(&c.stream, &c.name, c.pending, c.ack_pending);
-            consumers.insert((c.stream.clone(), c.name.clone()));
+        if report.consumers_listed {
+            let mut consumers = HashSet::new();
+            for c in &report.consumers {
+                gauges.set_consumer(&c.stream, &c.name, c.pending, c.ack_pending);
+                consumers.insert((c.stream.clone(), c.name.clone()));
+            }
+            for (stream, name) in self.exported_consumers.difference(&consumers) {
+                gauges.remove_consumer(stream, name);
+            }
+            self.exported_consumers = consumers;
         }
-        for (stream, name) in self.exported_consumers.difference(&consumers) {
-            gauges.remove_consumer(stream, name);
-        }
-        self.exported_consumers = consumers;
 
         if let Some(usage) = report.account {
             self.metrics.jetstream.apply(usage);
@@ -253,12 +294,104 @@ impl StatsActor {
     }
 }
 
+impl StatsActor {
+    /// Starts a refresh unless one is running ([`StatsError::Busy`] then: the running one
+    /// re-runs at its end if anything changed meanwhile). Lists the durable consumers when
+    /// `consumers` is set.
+    fn refresh(
+        &mut self,
+        consumers: bool,
+    ) -> ResponseActFuture<Self, Result<RefreshReport, StatsError>> {
+        if self.refreshing {
+            return Box::pin(fut::ready(Err(StatsError::Busy)));
+        }
+        self.refreshing = true;
+        let jsz_usage = self.apply_snapshots();
+        // Read before the figures: a change or reconnection after this point makes the
+        // figures stale and the refresh run again.
+        let connection = self.nats.client_reconnects();
+        let version = self.streams.changes();
+        let connected = self.nats.client_connected();
+        let client = self.client.clone();
+        let http = self.http.clone();
+        let config = self.config.clone();
+        let want = Want {
+            account_metrics: !jsz_usage,
+            consumers,
+        };
+        let work = async move {
+            if !connected {
+                return Err(StatsError::NotConnected);
+            }
+            match tokio::time::timeout(config.timeout, collect(client, &http, &config, want)).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(StatsError::Timeout(config.timeout)),
+            }
+        };
+        Box::pin(work.into_actor(self).map(move |result, act, ctx| {
+            act.refreshing = false;
+            let result = match result {
+                Ok(collected) => {
+                    act.apply_report(&collected.report);
+                    act.snapshot.publish(StatusSnapshot::taken(
+                        collected.figures,
+                        connection,
+                        version,
+                        SystemTime::now(),
+                    ));
+                    if consumers {
+                        act.consumers_listed_at = Some(Instant::now());
+                    }
+                    Ok(collected.report)
+                }
+                Err(e) => {
+                    let current = act.snapshot.load();
+                    act.snapshot.publish(current.failed(e.to_string(), version));
+                    Err(e)
+                }
+            };
+            act.record_outcome(&result);
+            if act.streams.changes() != version || act.nats.client_reconnects() != connection {
+                ctx.notify(Refresh);
+            }
+            result
+        }))
+    }
+
+    fn consumers_due(&self) -> bool {
+        self.consumers_listed_at
+            .is_none_or(|at| at.elapsed() >= self.config.consumers_interval)
+    }
+}
+
 impl Actor for StatsActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.notify(RefreshStats);
-        ctx.run_interval(self.config.interval, |_, ctx| ctx.notify(RefreshStats));
+        ctx.notify(Refresh);
+        ctx.run_interval(self.config.interval, |_, ctx| ctx.notify(Refresh));
+        let addr = ctx.address();
+        let mut connections = self.nats.watch_connections();
+        ctx.spawn(
+            async move {
+                while connections.changed().await.is_ok() {
+                    addr.do_send(Refresh);
+                }
+            }
+            .into_actor(self),
+        );
+        let addr = ctx.address();
+        let streams = self.streams.clone();
+        ctx.spawn(
+            async move {
+                loop {
+                    streams.changed().await;
+                    addr.do_send(Refresh);
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 
@@ -268,8 +401,9 @@ impl Supervised for StatsActor {
     }
 }
 
-/// Refreshes the derived gauges now (the timer sends it too). Fails with
-/// [`StatsError::Busy`] while another refresh is running.
+/// Refreshes everything now, durable consumers included (the timer and the change
+/// triggers send [`Refresh`]). Fails with [`StatsError::Busy`] while another refresh is
+/// running.
 #[derive(Message)]
 #[rtype(result = "Result<RefreshReport, StatsError>")]
 pub struct RefreshStats;
@@ -278,62 +412,105 @@ impl Handler<RefreshStats> for StatsActor {
     type Result = ResponseActFuture<Self, Result<RefreshReport, StatsError>>;
 
     fn handle(&mut self, _msg: RefreshStats, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.refreshing {
-            return Box::pin(fut::ready(Err(StatsError::Busy)));
-        }
-        self.refreshing = true;
-        let jsz_usage = self.apply_snapshots();
-        let client = self.client.clone();
-        let config = self.config.clone();
-        let connected = self.nats.client_connected();
-        let work = async move {
-            if !connected {
-                return Err(StatsError::NotConnected);
-            }
-            match tokio::time::timeout(config.timeout, collect(client, &config, !jsz_usage)).await {
-                Ok(result) => result,
-                Err(_) => Err(StatsError::Timeout(config.timeout)),
-            }
-        };
-        Box::pin(work.into_actor(self).map(|result, act, _ctx| {
-            act.refreshing = false;
-            if let Ok(report) = &result {
-                act.apply_report(report);
-            }
-            act.record_outcome(&result);
-            result
-        }))
+        self.refresh(true)
     }
 }
 
-/// Reads streams, durable consumers and (when `account` is set) the account usage through
-/// the JetStream API.
+/// A tick or a change: refresh unless a refresh is running (which then re-runs by itself
+/// if needed); the consumers only when they are due.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Refresh;
+
+impl Handler<Refresh> for StatsActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Refresh, ctx: &mut Context<Self>) {
+        if self.refreshing {
+            return;
+        }
+        let consumers = self.consumers_due();
+        ctx.spawn(self.refresh(consumers).map(|_, _, _| ()));
+    }
+}
+
+/// What a refresh reads beyond the snapshot's figures.
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    /// Account usage for the JetStream gauges (no `/jsz` supplied it).
+    account_metrics: bool,
+    consumers: bool,
+}
+
+/// One refresh's reads: for the metrics and for the snapshot.
+struct Collected {
+    report: RefreshReport,
+    figures: Figures,
+}
+
+/// Reads the streams, the account usage and the server info (concurrently), then the
+/// durable consumers when `want.consumers`.
 async fn collect(
     client: async_nats::Client,
+    http: &reqwest::Client,
     config: &StatsConfig,
-    account: bool,
-) -> Result<RefreshReport, StatsError> {
+    want: Want,
+) -> Result<Collected, StatsError> {
     let js = jetstream::new(client.clone());
-    let mut report = RefreshReport::default();
-    if account {
-        report.account = Some(account_usage(&client).await?);
-    }
-
-    let mut streams = js.streams();
-    while let Some(info) = streams.try_next().await.map_err(StatsError::Streams)? {
-        if report.streams.len() >= config.max_streams {
-            report.truncated = true;
-            break;
-        }
-        report.streams.push(StreamFigures {
+    let (account, (infos, truncated), server_info) = futures::try_join!(
+        account_usage(&client),
+        list_streams(&js),
+        server_info(&client, http, config.varz_url.as_deref()),
+    )?;
+    let mut report = RefreshReport {
+        account: want.account_metrics.then_some(account),
+        truncated: infos.len() > config.max_streams,
+        consumers_listed: want.consumers,
+        ..Default::default()
+    };
+    report.streams = infos
+        .iter()
+        .take(config.max_streams)
+        .map(|info| StreamFigures {
             name: info.config.name.clone(),
             messages: info.state.messages,
             bytes: info.state.bytes,
             consumers: info.state.consumer_count as u64,
-        });
+        })
+        .collect();
+    if want.consumers {
+        list_consumers(&js, config, &mut report).await?;
     }
-    report.streams.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Collected {
+        report,
+        figures: Figures::new(infos, truncated, Some(account), server_info),
+    })
+}
 
+/// Every stream with its state, by name; at most [`MAX_SNAPSHOT_STREAMS`] (then `true`).
+async fn list_streams(
+    js: &jetstream::Context,
+) -> Result<(Vec<jetstream::stream::Info>, bool), StatsError> {
+    let mut streams = js.streams();
+    let mut infos = Vec::new();
+    let mut truncated = false;
+    while let Some(info) = streams.try_next().await.map_err(StatsError::Streams)? {
+        if infos.len() >= MAX_SNAPSHOT_STREAMS {
+            truncated = true;
+            break;
+        }
+        infos.push(info);
+    }
+    infos.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+    Ok((infos, truncated))
+}
+
+/// The durable consumers of the reported streams that have consumers.
+async fn list_consumers(
+    js: &jetstream::Context,
+    config: &StatsConfig,
+    report: &mut RefreshReport,
+) -> Result<(), StatsError> {
     'streams: for stream in report.streams.iter().filter(|s| s.consumers > 0) {
         let handle = js
             .get_stream_no_info(&stream.name)
@@ -372,7 +549,59 @@ async fn collect(
             });
         }
     }
-    Ok(report)
+    Ok(())
+}
+
+/// The `varz` fields the seeds show, read from `varz_url` (supervised); the connected
+/// server's INFO otherwise.
+async fn server_info(
+    client: &async_nats::Client,
+    http: &reqwest::Client,
+    varz_url: Option<&str>,
+) -> Result<Value, StatsError> {
+    let Some(url) = varz_url else {
+        let info = client.server_info();
+        return Ok(json!({
+            "server_id": info.server_id,
+            "server_name": info.server_name,
+            "version": info.version,
+            "go": info.go,
+            "host": info.host,
+            "port": info.port,
+            "max_payload": info.max_payload,
+        }));
+    };
+    let varz: Value = http
+        .get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| StatsError::Varz(e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| StatsError::Varz(e.to_string()))?;
+    let pick = |key: &str| varz.get(key).cloned().unwrap_or(Value::Null);
+    Ok(json!({
+        "server_id": pick("server_id"),
+        "server_name": pick("server_name"),
+        "version": pick("version"),
+        "go": pick("go"),
+        "host": pick("host"),
+        "port": pick("port"),
+        "max_connections": pick("max_connections"),
+        "connections": pick("connections"),
+        "total_connections": pick("total_connections"),
+        "routes": pick("routes"),
+        "remotes": pick("remotes"),
+        "in_msgs": pick("in_msgs"),
+        "out_msgs": pick("out_msgs"),
+        "in_bytes": pick("in_bytes"),
+        "out_bytes": pick("out_bytes"),
+        "slow_consumers": pick("slow_consumers"),
+        "mem": pick("mem"),
+        "cpu": pick("cpu"),
+        "uptime": pick("uptime"),
+    }))
 }
 
 /// JetStream usage of our account from `$JS.API.INFO`, read leniently: async-nats's typed

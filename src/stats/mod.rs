@@ -1,11 +1,14 @@
-//! Metrics: [`metrics::Metrics`] declares every Prometheus metric of the service once, in
-//! one registry; [`actor::StatsActor`] refreshes the derived NATS and stream gauges on a
-//! timer; [`http`] counts REST requests and serves `GET /metrics`. The router counts
-//! through [`metrics::RouteMetrics`] handles, resolved once per route.
+//! Metrics and the status snapshot: [`metrics::Metrics`] declares every Prometheus metric
+//! of the service once, in one registry; [`actor::StatsActor`] is the one background
+//! refresher of the figures that need a NATS round trip, feeding both the derived NATS and
+//! stream gauges and the [`snapshot::StatusSnapshot`] the status endpoints answer from;
+//! [`http`] counts REST requests and serves `GET /metrics`. The router counts through
+//! [`metrics::RouteMetrics`] handles, resolved once per route.
 
 pub mod actor;
 pub mod http;
 pub mod metrics;
+pub mod snapshot;
 
 pub use actor::{RefreshStats, StatsActor, StatsConfig};
 pub use http::{render_metrics, RequestMetrics};

@@ -4,7 +4,8 @@
 //! checks at once a stream a publish found unanswered, keeps the subject → stream catalog,
 //! and serves the stream CRUD of the REST API. Mutations run one at a time (atomic
 //! responses), so a create's overlap check and the create itself cannot interleave with
-//! another mutation.
+//! another mutation. Every change it makes is counted in [`StreamsState`]
+//! (`notify_changed`) before it answers, so the status snapshot picks it up at once.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -197,6 +198,8 @@ impl Handler<EnsureStreams> for StreamActor {
         let js = self.js.clone();
         let specs = self.specs.clone();
         let state = self.state.clone();
+        // The connection this ensures for: a reconnection meanwhile queues another round.
+        let generation = self.nats.connection_generation();
         AtomicResponse::new(Box::pin(
             async move {
                 let mut retry = false;
@@ -217,7 +220,10 @@ impl Handler<EnsureStreams> for StreamActor {
                     warn!(error = %e, "stream catalog refresh failed");
                     retry = true;
                 }
-                state.set_ensured(!retry);
+                // Counted before readiness flips, so a request that saw /ready 200 also
+                // sees the change and gets figures that include it.
+                state.notify_changed();
+                state.set_ensured((!retry).then_some(generation));
                 retry
             }
             .into_actor(self)
@@ -263,7 +269,7 @@ impl Handler<CheckStreams> for StreamActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, msg: CheckStreams, _ctx: &mut Context<Self>) -> Self::Result {
-        if !self.connected() || !self.state.ensured() {
+        if !self.connected() || !self.state.ensured_for(self.nats.connection_generation()) {
             // Ensuring (at every connection) runs or is retried; it checks everything.
             return AtomicResponse::new(Box::pin(fut::ready(())));
         }
@@ -440,6 +446,7 @@ impl Handler<CreateStream> for StreamActor {
                     .map_err(|e| StreamError::request(&e))?
                     .clone();
                 let _ = refresh_catalog(&js, &state).await;
+                state.notify_changed();
                 Ok(Created::New(info))
             }
             .into_actor(self),
@@ -500,6 +507,7 @@ impl Handler<UpdateStream> for StreamActor {
                     .await
                     .map_err(|e| StreamError::from_create(&e))?;
                 let _ = refresh_catalog(&js, &state).await;
+                state.notify_changed();
                 Ok(info)
             }
             .into_actor(self),
@@ -543,6 +551,7 @@ impl Handler<DeleteStream> for StreamActor {
                 state.remove_health(&name);
                 state.forget(&name);
                 let _ = refresh_catalog(&js, &state).await;
+                state.notify_changed();
                 Ok(info_view(&info))
             }
             .into_actor(self),

@@ -3,9 +3,11 @@
 //! why, which refuse writes for lack of room, and the catalog of the streams meant to capture
 //! each subject, which decides JetStream or core NATS for a publish.
 //!
+//! It also counts the stream changes this service made (ensure, create, update, delete), which
+//! the status snapshot follows.
+//!
 //! The catalog only grows from what the server shows: a configured stream is in it from the
-//! start, a stream seen in a listing stays until it is deleted through our API or the
-//! JetStream API answers, authoritatively, that it does not exist. A listing that comes back
+//! start, a stream seen in a listing stays until it is deleted through our API. A listing that comes back
 //! partial (a cluster in a leader election) never removes anything, so a publish to a subject
 //! a stream captures is never quietly answered from core NATS.
 
@@ -40,7 +42,8 @@ pub struct Refusal {
 
 #[derive(Debug, Default)]
 pub struct StreamsState {
-    ensured: AtomicBool,
+    /// The connection generation the configured streams were last ensured for (0: none).
+    ensured: AtomicU64,
     health: RwLock<BTreeMap<String, Result<(), String>>>,
     /// Configured streams that a check found missing or not answering.
     unavailable: RwLock<BTreeMap<String, String>>,
@@ -57,6 +60,9 @@ pub struct StreamsState {
     /// Streams a publish found unanswered (no responders): the actor checks them at once.
     suspects: std::sync::Mutex<Vec<String>>,
     wake: Notify,
+    /// Stream changes this service made, and their waiter (the status snapshot).
+    changes: AtomicU64,
+    changed: Notify,
 }
 
 impl StreamsState {
@@ -77,13 +83,17 @@ impl StreamsState {
     }
 
     /// True once every configured stream was ensured (created, updated or found equal)
-    /// or definitively refused, since the latest connection.
-    pub fn ensured(&self) -> bool {
-        self.ensured.load(Ordering::Acquire)
+    /// or definitively refused, on the connection of `generation` (see
+    /// [`crate::nats::NatsState::connection_generation`]): after a reconnection it is false
+    /// until they were ensured again.
+    pub fn ensured_for(&self, generation: u64) -> bool {
+        generation > 0 && self.ensured.load(Ordering::Acquire) == generation
     }
 
-    pub(crate) fn set_ensured(&self, ensured: bool) {
-        self.ensured.store(ensured, Ordering::Release);
+    /// Ensured on the connection of `generation`, or (`None`) not ensured.
+    pub(crate) fn set_ensured(&self, generation: Option<u64>) {
+        self.ensured
+            .store(generation.unwrap_or(0), Ordering::Release);
     }
 
     /// Configured streams that are unhealthy (refused, missing, not answering) or refuse
@@ -143,6 +153,24 @@ impl StreamsState {
         if let Ok(mut h) = self.health.write() {
             h.remove(name);
         }
+    }
+
+    /// How many times this service changed the server's streams (ensure, create, update,
+    /// delete).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Counts a change and wakes the [`changed`](Self::changed) waiter.
+    pub(crate) fn notify_changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
+    }
+
+    /// Resolves at the next change (one made while nobody waited is kept for the next
+    /// call). Meant for one waiter, the status snapshot's refresher.
+    pub async fn changed(&self) {
+        self.changed.notified().await
     }
 
     /// The streams meant to capture subjects.

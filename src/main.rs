@@ -26,7 +26,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Cli {
     /// Path of the broker config file.
-    #[arg(long, global = true, default_value = "config/broker.yaml")]
+    #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,

@@ -506,6 +506,7 @@ pub async fn publish(
     let limit = state.config.service.max_request_size.bytes() as usize;
     let body = read_limited(body, limit).await?;
     let out = parse_entry(body_text(&body)?)?;
+    state.require_nats()?;
     publisher.require_connected()?;
     let result = publish_one(&state, &publisher, &out).await;
     count(&state, result.is_ok());
@@ -562,6 +563,7 @@ pub async fn publish_batch(
             entries.len()
         )));
     }
+    state.require_nats()?;
     publisher.require_connected()?;
     let deadline = state.request_timeout();
     let outcome = tokio::time::timeout(deadline, async {

@@ -76,7 +76,15 @@ impl AppState {
     }
 
     /// 503 `NATS_CONNECTION_ERROR` unless the client is connected.
+    /// Also when the supervised server is known to be down (its exit is seen at once, while
+    /// a connection may take a moment to notice).
     pub fn require_nats(&self) -> Result<(), ApiError> {
+        if self.nats.supervised && !self.nats.server_up() {
+            return Err(ApiError::new(
+                ErrorCode::NatsConnectionError,
+                "nats-server is not running (it is being restarted); retry when /ready answers 200",
+            ));
+        }
         if self.nats_connected() {
             Ok(())
         } else {

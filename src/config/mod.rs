@@ -426,17 +426,27 @@ impl fmt::Display for ConfigProblem {
     }
 }
 
-/// Reads, parses, overrides from the process environment and validates `path`.
-/// A missing file at the default location is not an error: the defaults apply.
+/// The config path used when `--config` is not given.
+pub const DEFAULT_PATH: &str = "config/broker.yaml";
+
+/// Reads, parses, overrides from the process environment and validates `path`; what
+/// `serve`, `check` and `test` all do. A missing file at [`DEFAULT_PATH`] is not an error:
+/// the defaults apply (still with the environment's overrides, and validated).
 pub fn load(path: &Path) -> Result<BrokerConfig, ConfigError> {
     load_with_env(path, &EnvSource::process())
 }
 
 /// [`load`] with an explicit environment (tests).
 pub fn load_with_env(path: &Path, env: &EnvSource) -> Result<BrokerConfig, ConfigError> {
+    load_from(path, Path::new(DEFAULT_PATH), env)
+}
+
+/// [`load`] where a missing `default` means the defaults.
+fn load_from(path: &Path, default: &Path, env: &EnvSource) -> Result<BrokerConfig, ConfigError> {
     let file = path.display().to_string();
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == default => String::new(),
         Err(source) => return Err(ConfigError::Read { file, source }),
     };
     parse(&text, &file, env)

@@ -209,3 +209,24 @@ fn fixed_ports_still_collide_and_a_ports_file_must_be_a_file() {
         ["service.ports_file", "nats.cluster.port"]
     );
 }
+
+#[test]
+fn a_missing_default_file_means_the_defaults_with_env_overrides_anywhere_else_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = dir.path().join("broker.yaml");
+    let env = EnvSource::from_pairs([("API_PORT", "9999")]);
+    // What serve, check and test read when the default path has no file.
+    let config = super::load_from(&default, &default, &env).unwrap();
+    assert_eq!(config.service.port, 9999, "env overrides still apply");
+    assert_eq!(config.effective_streams().len(), 4);
+    let bad = EnvSource::from_pairs([("API_PORT", "http")]);
+    assert!(
+        super::load_from(&default, &default, &bad).is_err(),
+        "and are validated"
+    );
+    let other = dir.path().join("other.yaml");
+    assert!(matches!(
+        super::load_from(&other, &default, &env),
+        Err(ConfigError::Read { .. })
+    ));
+}

@@ -12,16 +12,9 @@ use super::route::RouteSource;
 use super::table::RouteTable;
 use super::testcase;
 
-/// The config path `main.rs` passes when `--config` is not given; a missing file there
-/// means "all defaults", anywhere else it is an error.
-pub const DEFAULT_CONFIG: &str = "config/broker.yaml";
-
-/// The config at `path` (the defaults when the default path does not exist); a config
-/// that does not load is printed and gives `None`.
+/// The config at `path`, read as `serve` reads it ([`config::load`]); a config that does
+/// not load is printed and gives `None`.
 fn load_config(path: &Path) -> Option<BrokerConfig> {
-    if !path.exists() && path == Path::new(DEFAULT_CONFIG) {
-        return Some(BrokerConfig::default());
-    }
     config::load(path).map_err(|e| eprintln!("{e}")).ok()
 }
 

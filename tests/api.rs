@@ -349,7 +349,7 @@ async fn publish_on_core_nats_delivers_raw_strings_and_headers() {
     let service = ServiceBuilder::new().start().await;
     let client = service.nats_client().await;
     let mut sub = client.subscribe("ticks.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     let (status, body) = service
         .post(
             "/api/v1/broker/publish",

@@ -390,7 +390,7 @@ async fn reloads_that_change_a_core_source_lose_nothing() {
         .await;
     let client = service.nats_client().await;
     let mut sub = client.subscribe("mbout.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     let sender = client.clone();
     const N: u64 = 3000;
     let traffic = tokio::spawn(async move {
@@ -456,7 +456,7 @@ routes:
     let client = service.nats_client().await;
     let mut out = client.subscribe("boom-out.>").await.unwrap();
     let mut calm = client.subscribe("calm-out.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     client.publish("boom.now", "{}".into()).await.unwrap();
     client.publish("calm.a", "{}".into()).await.unwrap();
     assert_eq!(collect(&mut calm, 1, WAIT).await.len(), 1);

@@ -336,7 +336,7 @@ async fn picked_ports_are_reported_and_kept_across_child_restarts() {
     // A client of our own, connected before the crash, comes back to the same address.
     let client = service.nats_client().await;
     let mut sub = client.subscribe("probe.after-restart").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     let old_pid = service.nats_pid().await.unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(old_pid as i32), Signal::SIGKILL).unwrap();
     wait_for("a new nats-server", Duration::from_secs(15), || async {

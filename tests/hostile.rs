@@ -93,7 +93,7 @@ async fn hostile_messages_never_stop_a_route() {
     let client = service.nats_client().await;
     let mut canonical = client.subscribe("canonical.trade.>").await.unwrap();
     let mut tops = client.subscribe("top_of_book.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     let mut raw = Raw::connect(service.nats_port()).await;
 
     let body = trade("a\nb").to_string();

@@ -448,7 +448,7 @@ async fn status_and_metrics_agree_and_route_counters_move_exactly() {
     let client = service.nats_client().await;
     let mut copied = client.subscribe("copied.*").await.unwrap();
     let mut dead = client.subscribe("deadletter.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     // Router traffic: 30 copies, 5 good strict messages, 4 that fail and are dead-lettered.
     for i in 0..30 {
         client
@@ -468,7 +468,7 @@ async fn status_and_metrics_agree_and_route_counters_move_exactly() {
             .await
             .unwrap();
     }
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     assert_eq!(
         collect(&mut copied, 30, Duration::from_secs(10))
             .await

@@ -40,7 +40,7 @@ async fn single_and_batch_publishes_send_the_same_bytes() {
     let service = ServiceBuilder::new().start().await;
     let client = service.nats_client().await;
     let mut sub = client.subscribe("ticks.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     let message = r#"{"b": 1, "a": 2.50, "s": "x  y"}"#;
     let entry = format!(r#"{{"subject":"ticks.one","message":{message},"headers":{{"H":"v"}}}}"#);
     let (status, _, body) = post_raw(&service, "/api/v1/broker/publish", &entry).await;
@@ -111,7 +111,7 @@ async fn persist_true_never_falls_back_to_core_nats() {
     let service = ServiceBuilder::new().start().await;
     let client = service.nats_client().await;
     let mut sub = client.subscribe("core.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     let (status, _, body) = post_raw(
         &service,
         "/api/v1/broker/publish",
@@ -228,7 +228,7 @@ async fn a_known_stream_gone_answers_503_until_deleted_through_the_api() {
     assert_eq!(status, 200, "{body}");
     let client = service.nats_client().await;
     let mut sub = client.subscribe("temp.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     jetstream(client.clone())
         .delete_stream("TEMP")
         .await
@@ -401,7 +401,7 @@ async fn messages_to_subjects_no_stream_captures_still_go_out_on_core_nats() {
     let service = ServiceBuilder::new().start().await;
     let client = service.nats_client().await;
     let mut sub = client.subscribe("plain.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     let (status, _, body) = post_raw(
         &service,
         "/api/v1/broker/publish",

@@ -57,7 +57,7 @@ async fn shipped_routes_produce_exactly_the_expected_outputs() {
     let mut levels = client.subscribe("book_level.>").await.unwrap();
     let mut alerts = client.subscribe("system.alert.>").await.unwrap();
     let mut dead = client.subscribe("deadletter.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
 
     let js = jetstream::new(client.clone());
     for (subject, headers, body) in samples() {
@@ -185,7 +185,7 @@ async fn fan_out_and_dead_letters_with_headers() {
     let mut copies = client.subscribe("copy.>").await.unwrap();
     let mut dead = client.subscribe("deadletter.>").await.unwrap();
     let mut strict_out = client.subscribe("strict-out.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
 
     publish_json(&client, "fan.BTC", &json!({ "n": 1 })).await;
     let got = collect(&mut copies, 2, WAIT).await;
@@ -257,12 +257,12 @@ async fn two_brokers_share_a_core_source_without_duplicates() {
     let b = start().await;
     let client = async_nats::connect(nats.url()).await.unwrap();
     let mut out = client.subscribe("out.*").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     const N: usize = 2000;
     for i in 0..N {
         client.publish(format!("in.{i}"), "x".into()).await.unwrap();
     }
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     let got = collect(&mut out, N, WAIT).await;
     let more = drain(&mut out, QUIET).await;
     let unique: BTreeSet<String> = got.iter().map(|m| m.subject.to_string()).collect();
@@ -304,7 +304,7 @@ async fn partition_order(threads: usize) {
         .await;
     let client = service.nats_client().await;
     let mut out = client.subscribe("ordered.*").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     let symbols = ["BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "DOT", "LTC"];
     const PER: usize = 500;
     for i in 0..PER {
@@ -312,7 +312,7 @@ async fn partition_order(threads: usize) {
             publish_json(&client, &format!("tick.{s}"), &json!({ "seq": i })).await;
         }
     }
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     let got = collect(&mut out, PER * symbols.len(), WAIT).await;
     assert_eq!(got.len(), PER * symbols.len());
     let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -450,7 +450,7 @@ async fn reload_under_traffic_loses_and_duplicates_nothing() {
     let client = service.nats_client().await;
     let mut steady = client.subscribe("steady-out.*").await.unwrap();
     let mut changing = client.subscribe("changing-out.*").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
 
     // Steady paced traffic on both routes until told to stop; the reload happens in the
     // middle of it, and traffic goes on for a while after the new table is in place.
@@ -546,7 +546,7 @@ async fn invalid_reload_keeps_the_old_table_running() {
     // The old table still routes.
     let client = service.nats_client().await;
     let mut out = client.subscribe("out.*").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     client.publish("in.1", "x".into()).await.unwrap();
     assert_eq!(collect(&mut out, 1, WAIT).await.len(), 1);
     let metrics = service
@@ -585,7 +585,7 @@ async fn file_changes_and_sighup_reload_the_table() {
     .await;
     let client = service.nats_client().await;
     let mut out = client.subscribe("extra-out.*").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     client.publish("extra.1", "x".into()).await.unwrap();
     assert_eq!(collect(&mut out, 1, WAIT).await.len(), 1);
 
@@ -635,7 +635,7 @@ async fn routes_api_lists_routes_and_dry_runs_without_publishing() {
 
     let client = service.nats_client().await;
     let mut canonical = client.subscribe("canonical.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     let (subject, _, trade) = samples().into_iter().next().unwrap();
     let (status, body) = service
         .post(

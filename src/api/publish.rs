@@ -488,7 +488,16 @@ async fn publish_one(
         let failure = match tokio::time::timeout_at(end.into(), attempt).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(failure)) => failure,
-            Err(_) => return Err(out_of_time(deadline, "publish")),
+            Err(_) => {
+                let what = match state.streams.stream_for(&out.subject) {
+                    Some(stream) => {
+                        state.streams.suspect(&stream);
+                        format!("publish to stream {stream}")
+                    }
+                    None => "publish".to_string(),
+                };
+                return Err(out_of_time(deadline, &what));
+            }
         };
         if !failure.nothing_stored || Instant::now() + pause >= end {
             return Err(failure.error);

@@ -136,8 +136,8 @@ pub async fn run(processor: Processor, control: TaskControl, group: String) {
         }
     };
     info!(route = %name, subject = %filter, queue_group = %queue_group, "route subscribed");
-    // Live on every connection once the server has the subscription (a flush is a round
-    // trip after the SUB, also after a reconnection re-sent it).
+    // Live on every connection once the server has the subscription: a round trip through
+    // the server after the SUB (also after a reconnection re-sent it).
     let mut epochs = state.watch_epoch();
     let (client_for_live, id) = (client.clone(), control.id);
     let (live_name, live_state) = (name.clone(), state.clone());
@@ -145,8 +145,13 @@ pub async fn run(processor: Processor, control: TaskControl, group: String) {
     let confirm_live = async move {
         loop {
             let epoch = *epochs.borrow_and_update();
-            if client_for_live.flush().await.is_ok() {
+            if server_round_trip(&client_for_live).await {
                 live_state.set_live(&live_name, id, epoch);
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    _ = live_stop.changed() => break,
+                }
             }
             tokio::select! {
                 changed = epochs.changed() => if changed.is_err() { break },
@@ -172,6 +177,22 @@ pub async fn run(processor: Processor, control: TaskControl, group: String) {
             () = &mut confirm_live, if !live_done => live_done = true,
         }
     }
+}
+
+/// True once a message this connection sent to itself came back: every SUB it sent before
+/// is then in effect on the server (`flush()` only empties the socket buffer).
+async fn server_round_trip(client: &async_nats::Client) -> bool {
+    let inbox = client.new_inbox();
+    let Ok(mut echo) = client.subscribe(inbox.clone()).await else {
+        return false;
+    };
+    if client.publish(inbox, bytes::Bytes::new()).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), echo.next()).await,
+        Ok(Some(_))
+    )
 }
 
 /// Spreads messages over `n` ordered workers by the hash of the route's partition key.

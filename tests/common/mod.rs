@@ -691,6 +691,21 @@ impl ServiceBuilder {
     }
 }
 
+/// Waits until the server processed everything `client` sent so far, its subscriptions
+/// included. `flush()` only empties the client's socket buffer: a message published from
+/// another connection right after it may still reach the server before the SUB. A message
+/// this client sends to itself and gets back is a round trip through the server.
+pub async fn server_sync(client: &async_nats::Client) {
+    use futures::StreamExt;
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    client.publish(inbox, bytes::Bytes::new()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("the server answers a round trip")
+        .expect("the subscription stays open");
+}
+
 /// Collects messages from `sub` until `count` arrived or `deadline` passed.
 pub async fn collect(
     sub: &mut async_nats::Subscriber,

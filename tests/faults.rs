@@ -102,6 +102,259 @@ async fn sigterm_answers_every_request_it_accepted() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Streams: a 200 only with an ack (a configured stream deleted behind our back is noticed
+// and re-created), and storage exhaustion answered at once with its own code and shown in
+// health (items 2, 4 and 5).
+
+#[tokio::test]
+async fn a_configured_stream_deleted_behind_our_back_is_recreated_and_never_answered_from_core() {
+    let service = ServiceBuilder::new().start().await;
+    let js = js(service.nats_client().await);
+    js.delete_stream("MARKET_DATA").await.unwrap();
+    // Publishing right away: every answer is the new stream's ack or a retryable error.
+    let mut acked = Vec::new();
+    for i in 0..40 {
+        let entry =
+            format!(r#"{{"subject":"trade.x.spot.S","message":{{"i":{i}}},"msg_id":"m-{i}"}}"#);
+        let (status, retry_after, body) = service.post_text("/api/v1/broker/publish", &entry).await;
+        match status {
+            200 => {
+                assert_eq!(body["data"]["jetstream"], true, "{body}");
+                assert_eq!(body["data"]["stream"], "MARKET_DATA");
+                acked.push(body["data"]["sequence"].as_u64().unwrap());
+            }
+            503 => {
+                assert_eq!(body["error_code"], "STREAM_UNAVAILABLE", "{body}");
+                assert!(retry_after.is_some());
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(!acked.is_empty(), "the stream came back");
+    let stream = js.get_stream("MARKET_DATA").await.unwrap();
+    for seq in &acked {
+        stream.get_raw_message(*seq).await.unwrap();
+    }
+    service.wait_ready(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_configured_stream_that_cannot_come_back_keeps_ready_failing() {
+    let service = ServiceBuilder::new()
+        .set("streams.CUSTOM", json!({ "subjects": ["custom.>"] }))
+        .start()
+        .await;
+    let js = js(service.nats_client().await);
+    js.delete_stream("CUSTOM").await.unwrap();
+    // Someone else takes the subjects, so the stream cannot be re-created.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "THIEF".into(),
+        subjects: vec!["custom.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let body = wait_for("ready names CUSTOM", Duration::from_secs(15), || async {
+        let (status, body) = service.get("/ready").await;
+        (status == 503 && body["data"]["components"]["stream:CUSTOM"].is_string()).then_some(body)
+    })
+    .await;
+    assert!(
+        body["message"].as_str().unwrap().contains("CUSTOM"),
+        "{body}"
+    );
+    js.delete_stream("THIEF").await.unwrap();
+    service.wait_ready(Duration::from_secs(15)).await;
+    let (_, _, body) = service
+        .post_text(
+            "/api/v1/broker/publish",
+            r#"{"subject":"custom.a","message":1}"#,
+        )
+        .await;
+    assert_eq!(body["data"]["stream"], "CUSTOM", "{body}");
+}
+
+#[tokio::test]
+async fn a_known_stream_gone_answers_503_until_deleted_through_the_api() {
+    let service = ServiceBuilder::new()
+        .set("service.request_timeout", json!("2s"))
+        .start()
+        .await;
+    let (status, body) = service
+        .post(
+            "/api/v1/broker/streams",
+            &json!({ "name": "TEMP", "subjects": ["temp.>"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let client = service.nats_client().await;
+    let mut sub = client.subscribe("temp.>").await.unwrap();
+    server_sync(&client).await;
+    js(client.clone()).delete_stream("TEMP").await.unwrap();
+    // A core subscriber on its subjects makes the first publishes time out (2 s) rather
+    // than meet no responders; once the stream is known missing the answer comes at once.
+    let publish = || async {
+        let started = std::time::Instant::now();
+        let (status, retry_after, body) = service
+            .post_text(
+                "/api/v1/broker/publish",
+                r#"{"subject":"temp.a","message":1,"msg_id":"x"}"#,
+            )
+            .await;
+        let message = assert_error(status, &body, 503, "STREAM_UNAVAILABLE");
+        assert!(message.contains("TEMP"), "{message}");
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        (message, started.elapsed())
+    };
+    wait_for(
+        "the stream known missing",
+        Duration::from_secs(20),
+        || async {
+            let (message, _) = publish().await;
+            message.contains("does not exist").then_some(())
+        },
+    )
+    .await;
+    let (message, took) = publish().await;
+    assert!(message.contains("does not exist"), "{message}");
+    assert!(took < Duration::from_secs(1), "answered at once: {took:?}");
+    // Nothing went out as a plain core message in the meantime: what the subscriber saw were
+    // JetStream publishes (they carry the ack inbox as reply subject) nobody stored.
+    let seen = drain(&mut sub, Duration::from_millis(300)).await;
+    assert!(seen.iter().all(|m| m.reply.is_some()), "{seen:?}");
+    // A batch answers per entry, retryable.
+    let (status, _, body) = service
+        .post_text(
+            "/api/v1/broker/publish/batch",
+            r#"[{"subject":"temp.b","message":1}]"#,
+        )
+        .await;
+    assert_eq!(status, 207, "{body}");
+    assert_eq!(
+        body["data"]["results"][0]["error_code"],
+        "STREAM_UNAVAILABLE"
+    );
+    assert_eq!(body["data"]["results"][0]["retryable"], true);
+    // Deleting it through the API forgets it: its subjects are core NATS again.
+    let (status, body) = service.delete("/api/v1/broker/streams/TEMP").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["forgotten"], true);
+    let (status, _, body) = service
+        .post_text(
+            "/api/v1/broker/publish",
+            r#"{"subject":"temp.c","message":1}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["jetstream"], false);
+    let got = collect(&mut sub, 1, Duration::from_secs(5)).await;
+    assert!(got[0].reply.is_none(), "a plain core message");
+}
+
+#[tokio::test]
+async fn a_full_stream_answers_507_at_once_and_ready_names_it_until_room_comes_back() {
+    let service = ServiceBuilder::new()
+        .set(
+            "streams.FULL",
+            json!({ "subjects": ["full.>"], "max_msgs": 3, "discard": "new" }),
+        )
+        .start()
+        .await;
+    for i in 0..3 {
+        let (status, _, body) = service
+            .post_text(
+                "/api/v1/broker/publish",
+                &format!(r#"{{"subject":"full.a","message":{i}}}"#),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let started = std::time::Instant::now();
+    let (status, retry_after, body) = service
+        .post_text(
+            "/api/v1/broker/publish",
+            r#"{"subject":"full.a","message":4}"#,
+        )
+        .await;
+    let message = assert_error(status, &body, 507, "STORAGE_FULL");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered at once"
+    );
+    assert!(
+        message.contains("FULL") && message.contains("maximum messages"),
+        "{message}"
+    );
+    assert!(retry_after.is_some());
+    let (status, body) = service.get("/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["data"]["components"]["stream:FULL"].is_string(),
+        "{body}"
+    );
+    let (status, body) = service.get("/api/v1/broker/health").await;
+    assert_eq!(status, 503, "{body}");
+    // Room comes back: the check sees it.
+    let stream = js(service.nats_client().await)
+        .get_stream("FULL")
+        .await
+        .unwrap();
+    stream.purge().await.unwrap();
+    service.wait_ready(Duration::from_secs(15)).await;
+    let (status, _, body) = service
+        .post_text(
+            "/api/v1/broker/publish",
+            r#"{"subject":"full.a","message":5}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn the_servers_storage_limit_answers_507_and_shows_in_health() {
+    let service = ServiceBuilder::new()
+        .set("nats.jetstream.max_storage", json!("256KB"))
+        .start()
+        .await;
+    let payload = "x".repeat(4000);
+    let mut full = None;
+    for i in 0..200 {
+        let (status, _, body) = service
+            .post_text(
+                "/api/v1/broker/publish",
+                &format!(r#"{{"subject":"trade.a.b.c","message":"{payload}","msg_id":"{i}"}}"#),
+            )
+            .await;
+        if status != 200 {
+            full = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = full.expect("the store filled up");
+    let message = assert_error(status, &body, 507, "STORAGE_FULL");
+    assert!(message.contains("MARKET_DATA"), "{message}");
+    let body = wait_for(
+        "ready names MARKET_DATA",
+        Duration::from_secs(15),
+        || async {
+            let (status, body) = service.get("/ready").await;
+            (status == 503 && body["data"]["components"]["stream:MARKET_DATA"].is_string())
+                .then_some(body)
+        },
+    )
+    .await;
+    assert!(body["message"].as_str().unwrap().contains("MARKET_DATA"));
+    js(service.nats_client().await)
+        .get_stream("MARKET_DATA")
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .unwrap();
+    service.wait_ready(Duration::from_secs(20)).await;
+}
+
+// ---------------------------------------------------------------------------------------
 // The router: JetStream sources never skip a stored message, transient output failures are
 // retried without spending max_deliver, dead letters are stored, reloads make before they
 // break, and a route task that dies is restarted.
@@ -492,5 +745,25 @@ routes:
         {
             break;
         }
+    }
+}
+
+/// Item 9: ports are never raced for. Eight services start at once, every port left to the
+/// OS or nats-server (0) and read back: all become ready, on distinct ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_started_together_never_race_for_a_port() {
+    let starts = (0..8).map(|_| ServiceBuilder::new().start());
+    let services = futures::future::join_all(starts).await;
+    let mut ports = std::collections::BTreeSet::new();
+    for service in &services {
+        for port in [
+            service.api_port(),
+            service.nats_port(),
+            service.nats_http_port(),
+        ] {
+            assert!(ports.insert(port), "port {port} handed out twice");
+        }
+        let (status, body) = service.get("/ready").await;
+        assert_eq!(status, 200, "{body}");
     }
 }

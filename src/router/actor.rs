@@ -377,13 +377,14 @@ impl Handler<ReloadRoutes> for RouterActor {
                 async move {
                     // Make before break: the old subscription stays until the new one is live.
                     let deadline = tokio::time::Instant::now() + SWITCH_DEADLINE;
-                    while ids.iter().any(|(name, _)| !state.is_live(name))
+                    while ids.iter().any(|(name, id)| !state.is_live_task(name, *id))
                         && tokio::time::Instant::now() < deadline
                     {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     for (name, task) in replaced {
-                        if !state.is_live(&name) {
+                        let new_id = ids.iter().find(|(n, _)| *n == name).map(|(_, id)| *id);
+                        if !new_id.is_some_and(|id| state.is_live_task(&name, id)) {
                             warn!(route = %name, "replacement task not live in time; stopping the old one anyway");
                         }
                         task.retire();

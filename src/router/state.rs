@@ -102,6 +102,19 @@ impl RouterState {
             .unwrap_or(false)
     }
 
+    /// True while task `task` of `route` (not an older one being replaced) consumes on the
+    /// current connection.
+    pub(crate) fn is_live_task(&self, route: &str, task: u64) -> bool {
+        if !self.connected.load(Ordering::Acquire) {
+            return false;
+        }
+        let epoch = self.epoch();
+        self.live
+            .lock()
+            .map(|l| l.get(route) == Some(&(task, epoch)))
+            .unwrap_or(false)
+    }
+
     /// Routes of the active table whose task is not subscribed or consuming.
     pub fn not_live(&self) -> Vec<String> {
         let table = self.table();

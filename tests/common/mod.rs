@@ -633,6 +633,25 @@ impl Service {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Status, `Retry-After` and JSON body of a POST of `body` as given.
+    pub async fn post_text(&self, path: &str, body: &str) -> (u16, Option<String>, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, retry_after, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// A client of the service's NATS server.
     pub async fn nats_client(&self) -> async_nats::Client {
         async_nats::connect(self.nats_url()).await.unwrap()

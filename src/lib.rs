@@ -11,12 +11,16 @@
 //!   patterns, templates, JSONPath, headers), conditions and transform steps, the compiled
 //!   route and table, compilation with lint, loading, and the `check` / `test` commands.
 //! - [`router`]: `RouterActor`, subscription/consumer tasks, publishing, dead letters, reload.
-//! - [`stats`]: `StatsActor` and every metric, declared once.
+//! - [`stats`]: `StatsActor` and every metric, declared once (with the Python service's
+//!   metric names, copied from ours).
+//! - [`collectors`]: heartbeats of the data collectors (`health.collector.>`), the table
+//!   of collectors heard from, read by the status endpoints and metrics.
 //! - [`subject`]: NATS subject and filter syntax, matching and overlap (pure).
 //! - [`api`]: actix-web wiring (`api::configure`), handlers, the response envelope, `ApiError`.
 //! - [`service`]: start-up and shutdown of the whole service, used by `main.rs` and tests.
 
 pub mod api;
+pub mod collectors;
 pub mod config;
 pub mod nats;
 pub mod router;

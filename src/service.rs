@@ -19,6 +19,7 @@ use serde_json::json;
 use tracing::{error, info, warn};
 
 use crate::api::{self, publish::Publisher, publish::Publishers, AppState};
+use crate::collectors::{self, CollectorsState};
 use crate::config::BrokerConfig;
 use crate::nats::{
     self, server_conf, NatsProcessActor, NatsProcessError, NatsState, ServerPorts, StartServer,
@@ -28,7 +29,7 @@ use crate::router::{ReloadRoutes, RouterActor, RouterRuntime, RouterState, StopR
 use crate::rules::{RouteTable, RuleProblem};
 use crate::stats::snapshot::SnapshotCell;
 use crate::stats::{metrics::MetricsError, Metrics, RequestMetrics, StatsActor, StatsConfig};
-use crate::streams::{StoreWatch, StreamActor, StreamsState};
+use crate::streams::{ConsumersState, StoreWatch, StreamActor, StreamsState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -133,12 +134,18 @@ pub async fn run(
             .then(|| server_conf::ServerPaths::under(&nats_cfg.data_dir).store_dir),
         max_payload: nats_cfg.limits.max_payload.bytes(),
     };
+    let consumers = Arc::new(ConsumersState::default());
     let stream_actor = {
         let (client, nats, streams) = (client.clone(), nats_state.clone(), streams.clone());
+        let (durables, consumers) = (config.durable_consumers(), consumers.clone());
         Supervisor::start(move |_| {
             StreamActor::new(client, nats, specs, streams, request_timeout, store)
+                .with_consumers(durables, consumers)
         })
     };
+    let collectors = Arc::new(CollectorsState::new(&config.collectors));
+    metrics.bind_collectors(collectors.clone());
+    let heartbeats = collectors::start(collectors.clone(), client.clone(), metrics.clone());
     let workers = match config.service.workers {
         0 => std::thread::available_parallelism().map_or(2, usize::from),
         n => n,
@@ -171,6 +178,8 @@ pub async fn run(
         client: client.clone(),
         streams,
         stream_actor,
+        consumers,
+        collectors,
         router,
         router_actor: router_actor.clone(),
         metrics: metrics.clone(),
@@ -242,6 +251,7 @@ pub async fn run(
     handle.stop(true).await;
     let _ = server_task.await;
     reload_on_hangup.abort();
+    heartbeats.abort();
     if tokio::time::timeout(Duration::from_secs(10), router_actor.send(StopRoutes))
         .await
         .is_err()

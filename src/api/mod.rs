@@ -6,6 +6,7 @@
 
 mod auth;
 mod body;
+mod collectors;
 pub mod drain;
 pub mod envelope;
 mod health;
@@ -40,6 +41,11 @@ fn endpoints() -> Vec<(Method, &'static str, Route)> {
             web::get().to(openapi::document),
         ),
         (Method::GET, "/api/v1/status", web::get().to(status::status)),
+        (
+            Method::GET,
+            "/api/v1/collectors",
+            web::get().to(collectors::collectors),
+        ),
         (
             Method::GET,
             "/api/v1/nats/info",

@@ -1,6 +1,7 @@
 //! What every handler can reach: config, the NATS client and state, the stream actor and
-//! state, the status snapshot, metrics, start time; plus the checks readiness and health
-//! share and the snapshot read the status endpoints share.
+//! state, the durable consumers' health, the collectors heard from, the status snapshot,
+//! metrics, start time; plus the checks readiness and health share and the snapshot read
+//! the status endpoints share.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,12 +10,13 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::{Addr, MailboxError};
 
 use super::envelope::{ApiError, ErrorCode};
+use crate::collectors::CollectorsState;
 use crate::config::BrokerConfig;
 use crate::nats::NatsState;
 use crate::router::{RouterActor, RouterState};
 use crate::stats::snapshot::{Figures, SnapshotCell, SnapshotMeta, StatusSnapshot};
 use crate::stats::Metrics;
-use crate::streams::{StreamActor, StreamError, StreamsState};
+use crate::streams::{ConsumersState, StreamActor, StreamError, StreamsState};
 
 /// Shared by all actix-web workers through `web::Data<AppState>`.
 pub struct AppState {
@@ -23,6 +25,10 @@ pub struct AppState {
     pub client: async_nats::Client,
     pub streams: Arc<StreamsState>,
     pub stream_actor: Addr<StreamActor>,
+    /// Health of the configured durable consumers (`consumers:`).
+    pub consumers: Arc<ConsumersState>,
+    /// The data collectors heard from (`health.collector.>`), kept by their own task.
+    pub collectors: Arc<CollectorsState>,
     pub router: Arc<RouterState>,
     pub router_actor: Addr<RouterActor>,
     pub metrics: Arc<Metrics>,
@@ -175,6 +181,9 @@ impl AppState {
         }
         for (name, reason) in self.streams.failures() {
             problems.push((format!("stream:{name}"), reason));
+        }
+        for (name, reason) in self.consumers.failures() {
+            problems.push((format!("consumer:{name}"), reason));
         }
         for route in self.router.not_live() {
             problems.push((

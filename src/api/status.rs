@@ -4,7 +4,8 @@
 //! need a NATS round trip (streams with their state, server info, JetStream usage) come
 //! from the status snapshot, and `data.snapshot` says how old they are. While the snapshot
 //! is stale the stream figures are left out (never shown as live); the server info is the
-//! last one read.
+//! last one read. The collectors (in-process, kept by their own task) are read live from
+//! their published view, a pointer copy.
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -13,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::envelope::{success, ApiError, ErrorCode};
 use super::state::{AppState, SnapshotView};
+use crate::collectors::CollectorsReport;
 use crate::stats::snapshot::SnapshotMeta;
 
 pub(super) fn server_status(state: &AppState) -> &'static str {
@@ -104,6 +106,8 @@ struct Status<'a> {
     jetstream_streams: Listed<'a>,
     message_stats: MessageStats,
     statistics: Statistics,
+    /// `{count, instances}` as the Python service showed it.
+    collectors: CollectorsReport,
     snapshot: &'a SnapshotMeta,
 }
 
@@ -152,6 +156,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
             connection_errors: state.nats.client_reconnects(),
         },
         message_stats: stats,
+        collectors: state.collectors.report(std::time::Instant::now()),
         snapshot: &view.meta,
     };
     success("Service status retrieved successfully", data)
@@ -212,6 +217,24 @@ struct BrokerStreams {
     total: Option<usize>,
 }
 
+/// The configured durable consumers with their health (`ok: null` until first ensured).
+fn configured_consumers(state: &AppState) -> Vec<Value> {
+    let health = state.consumers.health();
+    state
+        .config
+        .durable_consumers()
+        .iter()
+        .map(|spec| {
+            let (ok, error) = match health.get(&spec.name) {
+                Some(Ok(())) => (Some(true), None),
+                Some(Err(e)) => (Some(false), Some(e.clone())),
+                None => (None, None),
+            };
+            json!({ "name": spec.name, "stream": spec.stream, "filter_subject": spec.filter_subject, "ok": ok, "error": error })
+        })
+        .collect()
+}
+
 #[derive(Serialize)]
 struct BrokerStatus<'a, P> {
     service: &'static str,
@@ -222,6 +245,7 @@ struct BrokerStatus<'a, P> {
     ready: bool,
     nats: BrokerNats<'a, P>,
     streams: BrokerStreams,
+    consumers: Vec<Value>,
     message_stats: MessageStats,
     snapshot: &'a SnapshotMeta,
 }
@@ -260,10 +284,46 @@ pub async fn broker_status(state: web::Data<AppState>) -> HttpResponse {
             configured: configured_streams(&state),
             total: view.current().map(|f| f.streams.len()),
         },
+        consumers: configured_consumers(&state),
         message_stats: message_stats(&state),
         snapshot: &view.meta,
     };
     success("Broker status retrieved successfully", data)
+}
+
+/// The `collectors` check: degraded (with the reason) while a collector is stale or the
+/// heartbeat subscription is not in place on a live connection.
+fn collectors_check(state: &AppState) -> (Value, Option<String>) {
+    let report = state.collectors.report(std::time::Instant::now());
+    let stale = report.stale();
+    let subscribed = state.collectors.subscribed();
+    let stale_after = state.collectors.settings.stale_after.as_secs_f64();
+    let reason = if !stale.is_empty() {
+        Some(format!(
+            "{} stale collector(s), no heartbeat for more than {stale_after}s: {}",
+            stale.len(),
+            stale.join(", ")
+        ))
+    } else if !subscribed && state.nats_connected() {
+        Some(format!(
+            "not subscribed to {} (subscribing again)",
+            state.collectors.subject
+        ))
+    } else {
+        None
+    };
+    let detail = json!({
+        "count": report.count(),
+        "stale": stale,
+        "subscribed": subscribed,
+        "subject": state.collectors.subject,
+    });
+    let status = if reason.is_some() {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    (json!({ "status": status, "detail": detail }), reason)
 }
 
 /// The `jetstream` check: the account's usage from a current snapshot.
@@ -325,13 +385,37 @@ pub async fn broker_health(state: web::Data<AppState>) -> Result<HttpResponse, A
             "not_consuming": not_live,
         }),
     );
+    let consumer_failures = state.consumers.failures();
+    check(
+        "consumers",
+        consumer_failures.is_empty(),
+        json!({ "configured": configured_consumers(&state) }),
+    );
+    // Degraded, not unhealthy: the broker works, something it watches does not.
+    let mut reasons = Vec::new();
+    let (collectors, degraded) = collectors_check(&state);
+    if let Some(reason) = degraded {
+        reasons.push(format!("collectors: {reason}"));
+    }
+    let status = match (healthy, reasons.is_empty()) {
+        (false, _) => "unhealthy",
+        (true, false) => "degraded",
+        (true, true) => "healthy",
+    };
+    checks.insert("collectors".into(), collectors);
     let data = json!({
-        "status": if healthy { "healthy" } else { "unhealthy" },
+        "status": status,
         "checks": checks,
+        "reasons": reasons,
         "snapshot": view.meta,
     });
-    if healthy {
+    if healthy && reasons.is_empty() {
         Ok(success("Broker is healthy", data))
+    } else if healthy {
+        Ok(success(
+            format!("Broker is degraded: {}", reasons.join("; ")),
+            data,
+        ))
     } else {
         let failing: Vec<&String> = checks
             .iter()

@@ -1,5 +1,6 @@
 //! Environment overrides from the seeds: `API_HOST`, `API_PORT`, `NATS_URL`, `LOG_LEVEL`,
-//! `ENVIRONMENT`, plus `PRISM_API_TOKEN`. They win over the file.
+//! `ENVIRONMENT`, plus `PRISM_API_TOKEN` and the Python service's `COLLECTOR_TTL_SEC`
+//! (seconds, `collectors.ttl`). They win over the file.
 
 use std::collections::HashMap;
 
@@ -12,13 +13,14 @@ pub struct EnvSource {
 }
 
 /// The variables read, in the order they are applied.
-pub const ENV_VARS: [&str; 6] = [
+pub const ENV_VARS: [&str; 7] = [
     "API_HOST",
     "API_PORT",
     "NATS_URL",
     "LOG_LEVEL",
     "ENVIRONMENT",
     "PRISM_API_TOKEN",
+    "COLLECTOR_TTL_SEC",
 ];
 
 impl EnvSource {
@@ -72,6 +74,15 @@ pub fn apply_env_overrides(config: &mut BrokerConfig, env: &EnvSource) -> Vec<Co
     }
     if let Some(token) = env.get("PRISM_API_TOKEN") {
         config.service.api_token = Some(token.to_string());
+    }
+    if let Some(ttl) = env.get("COLLECTOR_TTL_SEC") {
+        match ttl.trim().parse::<u64>() {
+            Ok(secs) => config.collectors.ttl = super::Span::secs(secs),
+            Err(_) => problems.push(ConfigProblem::new(
+                "collectors.ttl",
+                format!("COLLECTOR_TTL_SEC={ttl:?} is not a whole number of seconds"),
+            )),
+        }
     }
     problems
 }

@@ -6,6 +6,8 @@
 //! problem at all is returned. Talks to nothing but the file system (reading the file).
 
 mod collect;
+pub mod collectors;
+pub mod consumers;
 mod env;
 mod streams;
 pub mod units;
@@ -18,6 +20,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use collect::deserialize_all;
+pub use collectors::CollectorsConfig;
+pub use consumers::{AckMode, ConsumerConfig, DeliverFrom, DurableSpec};
 pub use env::ENV_VARS;
 pub use env::{apply_env_overrides, EnvSource};
 pub use streams::{
@@ -35,6 +39,10 @@ pub struct BrokerConfig {
     /// Streams merged over the defaults (`MARKET_DATA`, `SYSTEM_EVENTS`, `SERVICE_LOGS`).
     pub streams: BTreeMap<String, StreamConfig>,
     pub router: RouterConfig,
+    /// Durable consumers kept for downstream services, by durable name.
+    pub consumers: BTreeMap<String, ConsumerConfig>,
+    /// Heartbeats of the data collectors.
+    pub collectors: CollectorsConfig,
 }
 
 /// The REST API and process-wide settings.
@@ -361,6 +369,11 @@ impl BrokerConfig {
     /// `router.dead_letter_prefix`) with `streams:` merged over them.
     pub fn effective_streams(&self) -> Vec<StreamSpec> {
         streams::merge(&self.streams, &self.router.dead_letter_prefix)
+    }
+
+    /// The durable consumers the service ensures after the streams (`consumers:`).
+    pub fn durable_consumers(&self) -> Vec<DurableSpec> {
+        consumers::resolve(&self.consumers)
     }
 }
 

@@ -230,3 +230,169 @@ fn a_missing_default_file_means_the_defaults_with_env_overrides_anywhere_else_an
         Err(ConfigError::Read { .. })
     ));
 }
+
+#[test]
+fn collectors_default_to_the_python_service_and_collector_ttl_sec_overrides() {
+    let config = parse_str("").unwrap();
+    assert_eq!(config.collectors.subject, "health.collector.>");
+    assert_eq!(config.collectors.stale_after.duration().as_secs(), 30);
+    assert_eq!(config.collectors.ttl.duration().as_secs(), 600);
+    let yaml = "collectors: { ttl: 5m, stale_after: 10s }\n";
+    let env = EnvSource::from_pairs([("COLLECTOR_TTL_SEC", "120")]);
+    let config = parse(yaml, "broker.yaml", &env).unwrap();
+    assert_eq!(config.collectors.ttl.duration().as_secs(), 120, "env wins");
+    assert_eq!(config.collectors.stale_after.duration().as_secs(), 10);
+    let env = EnvSource::from_pairs([("COLLECTOR_TTL_SEC", "ten minutes")]);
+    let err = parse(yaml, "broker.yaml", &env).unwrap_err();
+    assert_eq!(problem_paths(&err), ["collectors.ttl"]);
+    assert!(err.to_string().contains("COLLECTOR_TTL_SEC"), "{err}");
+}
+
+#[test]
+fn every_problem_of_the_collectors_section_is_reported() {
+    let err = parse_str(
+        "collectors: { subject: \"health..x\", stale_after: 0, ttl: 0, max_instances: 0, extra: 1 }\n",
+    )
+    .unwrap_err();
+    assert_eq!(problem_paths(&err), ["collectors.extra"]);
+    let err = parse_str(
+        "collectors: { subject: \"health..x\", stale_after: 0, ttl: 0, max_instances: 0 }\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        problem_paths(&err),
+        [
+            "collectors.subject",
+            "collectors.stale_after",
+            "collectors.ttl",
+            "collectors.max_instances"
+        ]
+    );
+}
+
+#[test]
+fn consumers_are_resolved_with_defaults() {
+    let config = parse_str(
+        "consumers:\n  store: { stream: MARKET_DATA, filter_subject: funding_rate.>, deliver_policy: last, ack_wait: 1m, max_deliver: 3, max_ack_pending: 2000, deliver_subject: _deliver.store }\n  plain: { stream: SYSTEM_EVENTS }\n",
+    )
+    .unwrap();
+    let specs = config.durable_consumers();
+    assert_eq!(specs.len(), 2);
+    let plain = &specs[0];
+    assert_eq!(plain.name, "plain");
+    assert_eq!(plain.filter_subject, "");
+    assert_eq!(plain.deliver_policy, DeliverFrom::All);
+    assert_eq!(plain.ack_policy, AckMode::Explicit);
+    assert_eq!(plain.ack_wait.as_secs(), 30);
+    assert_eq!((plain.max_deliver, plain.max_ack_pending), (-1, 1000));
+    assert_eq!(plain.deliver_subject, None);
+    let store = &specs[1];
+    assert_eq!(store.deliver_policy, DeliverFrom::Last);
+    assert_eq!(store.ack_wait.as_secs(), 60);
+    assert_eq!(store.deliver_subject.as_deref(), Some("_deliver.store"));
+}
+
+#[test]
+fn every_problem_of_the_consumers_section_is_reported() {
+    // Unknown fields and bad values found by deserializing, each with its path.
+    let err = parse_str(
+        "consumers:\n  a: { stream: MARKET_DATA, deliver_policy: sometimes, colour: red }\n  b: { ack_policy: maybe }\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        problem_paths(&err),
+        [
+            "consumers.a.colour",
+            "consumers.a.deliver_policy",
+            "consumers.b.ack_policy"
+        ]
+    );
+    // Semantic problems, all of them.
+    let err = parse_str(
+        "consumers:\n  \"bad.name\": { stream: MARKET_DATA }\n  nostream: {}\n  unknown: { stream: NOPE }\n  outside: { stream: SYSTEM_EVENTS, filter_subject: trade.> }\n  loop: { stream: MARKET_DATA, deliver_subject: trade.x }\n  limits: { stream: MARKET_DATA, ack_wait: 0, max_deliver: 0, max_ack_pending: -5, filter_subject: \"a..b\" }\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        problem_paths(&err),
+        [
+            "consumers.bad.name",
+            "consumers.limits.filter_subject",
+            "consumers.limits.ack_wait",
+            "consumers.limits.max_deliver",
+            "consumers.limits.max_ack_pending",
+            "consumers.loop.deliver_subject",
+            "consumers.nostream.stream",
+            "consumers.outside.filter_subject",
+            "consumers.unknown.stream"
+        ]
+    );
+    assert!(err.to_string().contains("NOPE"), "{err}");
+    assert!(
+        err.to_string().contains("captured by stream MARKET_DATA"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_marketprism_config_is_valid_and_what_the_deployment_uses() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/marketprism.yaml"
+    ))
+    .unwrap();
+    let config = parse_str(&text).unwrap();
+    assert_eq!(config.service.port, 8086);
+    assert!(!config.nats.auto_start);
+    let market = config
+        .effective_streams()
+        .into_iter()
+        .find(|s| s.name == "MARKET_DATA")
+        .unwrap();
+    let families = [
+        "funding_rate",
+        "open_interest",
+        "liquidation",
+        "volatility_index",
+        "lsr_top_position",
+        "lsr_all_account",
+    ];
+    let subjects: Vec<String> = families.iter().map(|f| format!("{f}.>")).collect();
+    assert_eq!(market.subjects, subjects);
+    assert_eq!(market.max_age.as_secs(), 48 * 3600);
+    assert_eq!(market.max_msgs, 5_000_000);
+    assert_eq!(market.max_bytes, 2 << 30);
+    assert_eq!(market.duplicate_window.as_secs(), 300);
+    // Trades and order books are in no stream.
+    for stream in config.effective_streams() {
+        for s in &stream.subjects {
+            assert!(
+                !crate::subject::overlap(s, "trade.>")
+                    && !crate::subject::overlap(s, "orderbook.>"),
+                "{} captures {s}",
+                stream.name
+            );
+        }
+    }
+    let consumers = config.durable_consumers();
+    let names: Vec<&str> = consumers.iter().map(|c| c.name.as_str()).collect();
+    let mut want: Vec<String> = families
+        .iter()
+        .map(|f| format!("simple_hot_storage_realtime_{f}"))
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    for c in &consumers {
+        let family = c.name.trim_start_matches("simple_hot_storage_realtime_");
+        assert_eq!(c.stream, "MARKET_DATA");
+        assert_eq!(c.filter_subject, format!("{family}.>"));
+        assert_eq!(c.ack_policy, AckMode::Explicit);
+        assert_eq!(c.deliver_policy, DeliverFrom::Last);
+        assert_eq!(c.ack_wait.as_secs(), 60);
+        assert_eq!((c.max_deliver, c.max_ack_pending), (3, 2000));
+        assert_eq!(
+            c.deliver_subject.as_deref(),
+            Some(format!("_deliver.{}", c.name).as_str())
+        );
+    }
+    assert_eq!(config.collectors, CollectorsConfig::default());
+}

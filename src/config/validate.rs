@@ -246,5 +246,10 @@ pub fn validate(config: &BrokerConfig) -> Vec<ConfigProblem> {
     if router.consumer.ack_wait.duration().is_zero() {
         problem("router.consumer.ack_wait", "must be greater than 0".into());
     }
+    problems.extend(super::collectors::validate(&config.collectors));
+    problems.extend(super::consumers::validate(
+        &config.consumers,
+        &config.effective_streams(),
+    ));
     problems
 }

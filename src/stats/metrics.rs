@@ -7,6 +7,10 @@
 //! middleware, the router (through cheap [`RouteMetrics`] handles) and the status
 //! endpoints. The same counters feed `/metrics` and the `message_stats` / `statistics`
 //! blocks of the status endpoints ([`Metrics::message_totals`]), so the two never disagree.
+//!
+//! Beside ours, [`Metrics::render`] writes the six series the Python `message-broker`
+//! exported, under their old names and labels ([`COMPAT_FAMILIES`]): each is a copy of one
+//! of our families from the same gather, never a count of its own.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,13 +19,15 @@ use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
+use prometheus::proto::MetricType;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::collectors::CollectorsState;
 use crate::nats::NatsState;
 
 /// Content type of [`Metrics::render`]: the Prometheus text format 0.0.4.
@@ -88,6 +94,8 @@ pub struct Metrics {
     pub stats_refreshes: IntCounterVec,
     /// Unix time of the last completed refresh.
     pub stats_last_refresh: Gauge,
+    /// Collector heartbeats and the collectors heard from.
+    pub collectors: CollectorMetrics,
     nats_live: NatsLive,
     routes: RouteFamilies,
     /// Route names with live series, so a reload can remove the series of deleted routes.
@@ -171,6 +179,7 @@ impl Metrics {
             "Unix time of the last completed refresh of the derived gauges",
         )?;
         registry.register(Box::new(stats_last_refresh.clone()))?;
+        let collectors = CollectorMetrics::new(&registry)?;
 
         Ok(Metrics {
             registry,
@@ -187,6 +196,7 @@ impl Metrics {
             routes_loaded,
             stats_refreshes,
             stats_last_refresh,
+            collectors,
             nats_live,
             routes,
             known_routes: Arc::new(Mutex::new(HashSet::new())),
@@ -229,14 +239,22 @@ impl Metrics {
         let _ = self.nats_live.state.set(state);
     }
 
-    /// The whole registry in the Prometheus text format ([`CONTENT_TYPE`]).
+    /// Makes the collector gauges read `state` at every scrape. Later calls are ignored.
+    pub fn bind_collectors(&self, state: Arc<CollectorsState>) {
+        let _ = self.collectors.live.state.set(state);
+    }
+
+    /// The whole registry in the Prometheus text format ([`CONTENT_TYPE`]), followed by
+    /// the compatibility families ([`COMPAT_FAMILIES`]) copied from the same gather.
     pub fn render(&self) -> Result<String, MetricsError> {
         let families = self.registry.gather();
         let mut buffer = Vec::new();
         TextEncoder::new()
             .encode(&families, &mut buffer)
             .map_err(MetricsError::Encode)?;
-        Ok(String::from_utf8(buffer)?)
+        let mut text = String::from_utf8(buffer)?;
+        render_compat(&families, &mut text);
+        Ok(text)
     }
 
     /// A handle on one route's series, resolved once: keep it beside the compiled route and
@@ -993,6 +1011,260 @@ impl Collector for NatsLive {
         .into_iter()
         .flatten()
         .collect()
+    }
+}
+
+/// The `outcome` label values of `prism_collector_heartbeats_total`.
+pub const HEARTBEAT_OUTCOMES: [&str; 3] = ["accepted", "malformed", "rejected"];
+
+/// Collector heartbeats: counters bumped by the heartbeat task, and gauges read from the
+/// collectors' view at every scrape ([`Metrics::bind_collectors`]).
+#[derive(Clone)]
+pub struct CollectorMetrics {
+    heartbeats: IntCounterVec,
+    subscription_losses: IntCounter,
+    task_restarts: IntCounter,
+    live: CollectorsLive,
+}
+
+impl CollectorMetrics {
+    fn new(registry: &Registry) -> Result<CollectorMetrics, MetricsError> {
+        let heartbeats = counter_vec(
+            registry,
+            "prism_collector_heartbeats_total",
+            "Collector heartbeats received, by outcome (accepted, malformed, rejected: collectors.max_instances reached)",
+            &["outcome"],
+        )?;
+        for outcome in HEARTBEAT_OUTCOMES {
+            heartbeats.with_label_values(&[outcome]);
+        }
+        let live = CollectorsLive {
+            state: Arc::new(OnceLock::new()),
+            active: IntGauge::new(
+                "prism_collectors_active",
+                "Collectors whose latest heartbeat is younger than collectors.stale_after",
+            )?,
+            stale: IntGauge::new(
+                "prism_collectors_stale",
+                "Collectors tracked whose latest heartbeat is older than collectors.stale_after (forgotten after collectors.ttl)",
+            )?,
+            age: GaugeVec::new(
+                Opts::new(
+                    "prism_collector_heartbeat_age_seconds",
+                    "Seconds since the latest heartbeat of a tracked collector, by collector (instance; at most collectors.max_instances)",
+                ),
+                &["collector"],
+            )?,
+            sync: Arc::new(Mutex::new(())),
+        };
+        registry.register(Box::new(live.clone()))?;
+        Ok(CollectorMetrics {
+            heartbeats,
+            subscription_losses: counter(
+                registry,
+                "prism_collector_subscription_losses_total",
+                "Times the collector heartbeat subscription ended and was made again",
+            )?,
+            task_restarts: counter(
+                registry,
+                "prism_collector_task_restarts_total",
+                "Times the collector heartbeat task ended unexpectedly (a panic) and was started again",
+            )?,
+            live,
+        })
+    }
+
+    /// One heartbeat with its outcome, one of [`HEARTBEAT_OUTCOMES`].
+    pub fn heartbeat(&self, outcome: &str) {
+        self.heartbeats.with_label_values(&[outcome]).inc();
+    }
+
+    /// Heartbeats counted with `outcome` so far.
+    pub fn heartbeats(&self, outcome: &str) -> u64 {
+        self.heartbeats.with_label_values(&[outcome]).get()
+    }
+
+    pub fn subscription_lost(&self) {
+        self.subscription_losses.inc();
+    }
+
+    pub fn task_restarted(&self) {
+        self.task_restarts.inc();
+    }
+}
+
+/// The collector gauges, read from [`CollectorsState`] at scrape time.
+#[derive(Clone)]
+struct CollectorsLive {
+    state: Arc<OnceLock<Arc<CollectorsState>>>,
+    active: IntGauge,
+    stale: IntGauge,
+    age: GaugeVec,
+    /// Serializes scrapes: the age series are rebuilt on each.
+    sync: Arc<Mutex<()>>,
+}
+
+impl Collector for CollectorsLive {
+    fn desc(&self) -> Vec<&Desc> {
+        [self.active.desc(), self.stale.desc(), self.age.desc()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _guard = self.sync.lock();
+        self.age.reset();
+        let (mut active, mut stale) = (0, 0);
+        if let Some(state) = self.state.get() {
+            let report = state.report(std::time::Instant::now());
+            for (name, age, is_stale) in report.ages() {
+                self.age.with_label_values(&[name]).set(age);
+                if is_stale {
+                    stale += 1;
+                } else {
+                    active += 1;
+                }
+            }
+        }
+        self.active.set(active);
+        self.stale.set(stale);
+        [
+            self.active.collect(),
+            self.stale.collect(),
+            self.age.collect(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// One family the Python `message-broker` exported: the samples of our family `source`
+/// under the old `name` (and `label` renamed), typed as it was.
+pub struct CompatFamily {
+    pub name: &'static str,
+    /// `gauge`, or `untyped` for the two whose names end in `_total` but are levels (the
+    /// Python service wrote no TYPE line; `untyped` says the same and keeps linters quiet).
+    pub kind: &'static str,
+    pub help: &'static str,
+    pub source: &'static str,
+    /// `(our label, its old name)`.
+    pub label: Option<(&'static str, &'static str)>,
+}
+
+/// The compatibility families, in exposition order. The deployment's alert `BrokerDown`
+/// reads the first one.
+pub const COMPAT_FAMILIES: [CompatFamily; 6] = [
+    CompatFamily {
+        name: "marketprism_broker_connected",
+        kind: "gauge",
+        help: "1 when the broker's NATS client is connected (prism_nats_client_connected under the name of the Python message-broker)",
+        source: "prism_nats_client_connected",
+        label: None,
+    },
+    CompatFamily {
+        name: "marketprism_broker_stream_messages_total",
+        kind: "untyped",
+        help: "Messages stored in a JetStream stream, by stream (prism_stream_messages under the name of the Python message-broker)",
+        source: "prism_stream_messages",
+        label: None,
+    },
+    CompatFamily {
+        name: "marketprism_broker_stream_bytes_total",
+        kind: "untyped",
+        help: "Bytes stored in a JetStream stream, by stream (prism_stream_bytes under the name of the Python message-broker)",
+        source: "prism_stream_bytes",
+        label: None,
+    },
+    CompatFamily {
+        name: "marketprism_broker_stream_consumers",
+        kind: "gauge",
+        help: "Consumers of a JetStream stream, by stream (prism_stream_consumers under the name of the Python message-broker)",
+        source: "prism_stream_consumers",
+        label: None,
+    },
+    CompatFamily {
+        name: "marketprism_broker_collectors_active",
+        kind: "gauge",
+        help: "Collectors whose latest heartbeat is younger than collectors.stale_after (prism_collectors_active under the name of the Python message-broker)",
+        source: "prism_collectors_active",
+        label: None,
+    },
+    CompatFamily {
+        name: "marketprism_broker_collector_last_heartbeat_age_seconds",
+        kind: "gauge",
+        help: "Seconds since the latest heartbeat of a tracked collector, by instance (prism_collector_heartbeat_age_seconds under the name of the Python message-broker)",
+        source: "prism_collector_heartbeat_age_seconds",
+        label: Some(("collector", "instance")),
+    },
+];
+
+/// Appends [`COMPAT_FAMILIES`] to `out`, copied from `families` (one gather); a family
+/// with no samples is left out, as ours are.
+fn render_compat(families: &[MetricFamily], out: &mut String) {
+    use std::fmt::Write;
+    for compat in &COMPAT_FAMILIES {
+        let Some(family) = families.iter().find(|f| f.name() == compat.source) else {
+            continue;
+        };
+        if family.get_metric().is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {} {}", compat.name, compat.help);
+        let _ = writeln!(out, "# TYPE {} {}", compat.name, compat.kind);
+        for metric in family.get_metric() {
+            let value = match family.get_field_type() {
+                MetricType::COUNTER => metric.get_counter().get_value(),
+                _ => metric.get_gauge().get_value(),
+            };
+            out.push_str(compat.name);
+            let labels = metric.get_label();
+            if !labels.is_empty() {
+                out.push('{');
+                for (i, pair) in labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let name = match compat.label {
+                        Some((ours, theirs)) if pair.name() == ours => theirs,
+                        _ => pair.name(),
+                    };
+                    out.push_str(name);
+                    out.push_str("=\"");
+                    escape_label_value(pair.value(), out);
+                    out.push('"');
+                }
+                out.push('}');
+            }
+            out.push(' ');
+            write_value(value, out);
+            out.push('\n');
+        }
+    }
+}
+
+/// A label value in the text format: backslash, double quote and line feed escaped.
+fn escape_label_value(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A sample value in the text format (`+Inf`, `-Inf`, `NaN` spelled as Prometheus reads them).
+fn write_value(value: f64, out: &mut String) {
+    use std::fmt::Write;
+    if value.is_nan() {
+        out.push_str("NaN");
+    } else if value.is_infinite() {
+        out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(out, "{value}");
     }
 }
 

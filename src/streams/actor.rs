@@ -6,6 +6,8 @@
 //! responses), so a create's overlap check and the create itself cannot interleave with
 //! another mutation. Every change it makes is counted in [`StreamsState`]
 //! (`notify_changed`) before it answers, so the status snapshot picks it up at once.
+//! The configured durable consumers (`consumers`) are ensured right after the streams and
+//! re-created by the periodic check when missing.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,11 +19,12 @@ use futures::TryStreamExt;
 use serde_json::Value;
 use tracing::{error, info, warn};
 
+use super::consumers::{self, ConsumersState};
 use super::mapping::{differences, from_nats, info_view, to_nats};
 use super::room::{self, StoreFigures};
 use super::state::{Refusal, StreamsState};
 use super::StreamError;
-use crate::config::{StreamConfig, StreamSpec};
+use crate::config::{DurableSpec, StreamConfig, StreamSpec};
 use crate::nats::NatsState;
 use crate::subject;
 
@@ -49,6 +52,9 @@ pub struct StreamActor {
     store: StoreWatch,
     /// A check is running: the timer skips its turn instead of queueing another.
     checking: bool,
+    /// Durable consumers ensured after the streams, and their health.
+    consumers: Arc<Vec<DurableSpec>>,
+    consumer_state: Arc<ConsumersState>,
 }
 
 impl StreamActor {
@@ -70,7 +76,16 @@ impl StreamActor {
             state,
             store,
             checking: false,
+            consumers: Arc::new(Vec::new()),
+            consumer_state: Arc::new(ConsumersState::default()),
         }
+    }
+
+    /// Also keeps `specs` (durable consumers) ensured, reporting into `state`.
+    pub fn with_consumers(mut self, specs: Vec<DurableSpec>, state: Arc<ConsumersState>) -> Self {
+        self.consumers = Arc::new(specs);
+        self.consumer_state = state;
+        self
     }
 
     fn connected(&self) -> bool {
@@ -198,6 +213,7 @@ impl Handler<EnsureStreams> for StreamActor {
         let js = self.js.clone();
         let specs = self.specs.clone();
         let state = self.state.clone();
+        let (durables, durable_state) = (self.consumers.clone(), self.consumer_state.clone());
         // The connection this ensures for: a reconnection meanwhile queues another round.
         let generation = self.nats.connection_generation();
         AtomicResponse::new(Box::pin(
@@ -216,6 +232,7 @@ impl Handler<EnsureStreams> for StreamActor {
                         }
                     }
                 }
+                retry |= consumers::ensure_all(&js, &durables, &durable_state).await;
                 if let Err(e) = refresh_catalog(&js, &state).await {
                     warn!(error = %e, "stream catalog refresh failed");
                     retry = true;
@@ -273,6 +290,8 @@ impl Handler<CheckStreams> for StreamActor {
             // Ensuring (at every connection) runs or is retried; it checks everything.
             return AtomicResponse::new(Box::pin(fut::ready(())));
         }
+        let periodic = msg.only.is_none();
+        let (durables, durable_state) = (self.consumers.clone(), self.consumer_state.clone());
         let names: Vec<String> = msg.only.unwrap_or_else(|| {
             let mut names: Vec<String> = self.specs.iter().map(|s| s.name.clone()).collect();
             names.extend(self.state.missing());
@@ -312,6 +331,9 @@ impl Handler<CheckStreams> for StreamActor {
                     if spec.is_some() {
                         state.set_unavailable(name, None);
                     }
+                }
+                if periodic {
+                    consumers::recreate_missing(&js, &durables, &durable_state).await;
                 }
             }
             .into_actor(self)

@@ -1,9 +1,11 @@
 //! JetStream streams: the `StreamActor` (ensure configured streams at every connection,
 //! CRUD for the REST API), the mapping between our stream specs and the server's config,
-//! and the shared [`StreamsState`] (health, subject catalog).
+//! the shared [`StreamsState`] (health, subject catalog), and the configured durable
+//! consumers ensured after the streams ([`consumers`]).
 
 pub mod ack;
 pub mod actor;
+pub mod consumers;
 pub mod mapping;
 pub mod room;
 pub mod state;
@@ -19,6 +21,7 @@ pub use actor::{
     CheckStreams, CreateStream, Created, DeleteStream, EnsureStreams, GetStream, ListStreams,
     StoreWatch, StreamActor, UpdateStream,
 };
+pub use consumers::ConsumersState;
 pub use state::StreamsState;
 
 /// Why a stream operation failed, in the categories the API maps to status codes.

@@ -45,10 +45,24 @@ fn every_metric_is_prefixed_and_documented() {
     )
     .unwrap();
     let allowed = [
-        "route", "stream", "consumer", "endpoint", "method", "status", "outcome", "source",
+        "route",
+        "stream",
+        "consumer",
+        "endpoint",
+        "method",
+        "status",
+        "outcome",
+        "source",
+        "collector",
     ];
     for sample in &scrape.samples {
-        assert!(sample.metric.starts_with("prism_"), "{}", sample.metric);
+        // Ours, or one of the Python service's names (copies of ours, tested below).
+        let compat = COMPAT_FAMILIES.iter().find(|c| c.name == sample.metric);
+        assert!(
+            sample.metric.starts_with("prism_") || compat.is_some(),
+            "{}",
+            sample.metric
+        );
         // The parser reports a histogram's _sum and _count as samples of their own.
         let family = ["_sum", "_count"]
             .iter()
@@ -63,7 +77,11 @@ fn every_metric_is_prefixed_and_documented() {
             sample.metric
         );
         for label in sample.labels.keys() {
-            assert!(allowed.contains(&label.as_str()), "label {label}");
+            let renamed = compat.and_then(|c| c.label).map(|(_, theirs)| theirs);
+            assert!(
+                allowed.contains(&label.as_str()) || renamed == Some(label.as_str()),
+                "label {label}"
+            );
         }
     }
 }
@@ -429,4 +447,88 @@ fn prometheus_config_scrapes_the_api_port() {
     let text = include_str!("../../../deploy/prometheus.yml");
     assert!(text.contains("metrics_path: /metrics"));
     assert!(text.contains("\"localhost:8086\""));
+}
+
+#[test]
+fn compatibility_families_copy_ours_under_the_old_names() {
+    use std::time::Instant;
+
+    use crate::collectors::{table::Settings, CollectorsState};
+
+    let metrics = Metrics::new().unwrap();
+    let nats = Arc::new(NatsState::supervised(Default::default()));
+    metrics.bind_nats(nats.clone());
+    nats.set_client_connected(true);
+    metrics.streams.set_stream("MARKET_DATA", 10, 2048, 6);
+    metrics.streams.set_stream("SYSTEM_EVENTS", 0, 0, 0);
+    let text = metrics.render().unwrap();
+    let s = samples(&metrics);
+    assert_eq!(s["marketprism_broker_connected"], 1.0);
+    assert_eq!(
+        s[r#"marketprism_broker_stream_messages_total{stream="MARKET_DATA"}"#],
+        10.0
+    );
+    assert_eq!(
+        s[r#"marketprism_broker_stream_bytes_total{stream="MARKET_DATA"}"#],
+        2048.0
+    );
+    assert_eq!(
+        s[r#"marketprism_broker_stream_consumers{stream="MARKET_DATA"}"#],
+        6.0
+    );
+    assert_eq!(
+        s[r#"marketprism_broker_stream_messages_total{stream="SYSTEM_EVENTS"}"#],
+        0.0
+    );
+    // Levels named _total are untyped (as the Python service's were), the rest gauges.
+    assert!(text.contains("# TYPE marketprism_broker_stream_messages_total untyped\n"));
+    assert!(text.contains("# TYPE marketprism_broker_connected gauge\n"));
+    // No collector bound yet: none active, and no per-instance series.
+    assert_eq!(s["marketprism_broker_collectors_active"], 0.0);
+    assert!(!text.contains("marketprism_broker_collector_last_heartbeat_age_seconds"));
+
+    // Disconnected: 0 under both names, in the same scrape.
+    nats.set_client_connected(false);
+    let s = samples(&metrics);
+    assert_eq!(s["prism_nats_client_connected"], 0.0);
+    assert_eq!(s["marketprism_broker_connected"], 0.0);
+
+    // Collectors: the age gauge's `collector` label is the old `instance`.
+    let state = Arc::new(CollectorsState::new(
+        &crate::config::CollectorsConfig::default(),
+    ));
+    metrics.bind_collectors(state.clone());
+    let mut table = crate::collectors::table::CollectorTable::new(Settings {
+        stale_after: Duration::from_secs(30),
+        ttl: Duration::from_secs(600),
+        max_instances: 8,
+    });
+    let long_ago = Instant::now() - Duration::from_secs(45);
+    table.accept("health.collector.old-1", b"{}", long_ago, 0);
+    table.accept("health.collector.fresh-2", b"{}", Instant::now(), 0);
+    state.publish_for_tests(table.view());
+    let s = samples(&metrics);
+    assert_eq!(s["prism_collectors_active"], 1.0);
+    assert_eq!(s["prism_collectors_stale"], 1.0);
+    assert_eq!(s["marketprism_broker_collectors_active"], 1.0);
+    let ours = s[r#"prism_collector_heartbeat_age_seconds{collector="old-1"}"#];
+    let theirs = s[r#"marketprism_broker_collector_last_heartbeat_age_seconds{instance="old-1"}"#];
+    assert!((45.0..60.0).contains(&ours), "{ours}");
+    assert_eq!(ours, theirs, "one gather feeds both");
+
+    // A removed stream leaves both names.
+    metrics.streams.remove_stream("MARKET_DATA");
+    assert!(!metrics.render().unwrap().contains("MARKET_DATA"));
+}
+
+#[test]
+fn compat_label_values_are_escaped() {
+    let metrics = Metrics::new().unwrap();
+    metrics.streams.set_stream("we\"ird\\", 1, 1, 1);
+    let text = metrics.render().unwrap();
+    assert!(
+        text.contains(r#"marketprism_broker_stream_messages_total{stream="we\"ird\\"} 1"#),
+        "{text}"
+    );
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
 }

@@ -84,6 +84,30 @@ PUBLISH_RESULT = {
         "message_size": {"type": "integer", "description": "payload bytes"},
     },
 }
+COLLECTOR = {
+    "type": "object",
+    "description": "The latest heartbeat of one data collector, as the Python message-broker showed it",
+    "properties": {
+        "instance": {"type": "string", "description": "payload `instance`, or the last token of the subject"},
+        "hostname": {"type": "string", "nullable": True},
+        "pid": {"type": "integer", "nullable": True},
+        "last_ts": {"type": "integer", "description": "Unix seconds when the broker received the latest heartbeat"},
+        "age_sec": {"type": "integer", "description": "seconds since then"},
+        "uptime_sec": {"type": "number", "nullable": True, "description": "as the collector sent it"},
+        "active_managers": {"type": "integer", "nullable": True},
+        "exchanges": {"type": "array", "items": {"type": "string"}, "nullable": True},
+        "stale": {"type": "boolean", "description": "no heartbeat for more than collectors.stale_after (30 s)"},
+    },
+}
+COLLECTORS = {
+    "type": "object",
+    "description": "Collectors heard from on collectors.subject (health.collector.>), sorted by instance; "
+                   "forgotten after collectors.ttl (COLLECTOR_TTL_SEC, 600 s)",
+    "properties": {
+        "count": {"type": "integer"},
+        "instances": {"type": "array", "items": {"$ref": "#/components/schemas/Collector"}},
+    },
+}
 BATCH_BODY = {
     "oneOf": [
         {"type": "object", "required": ["messages"], "properties": {
@@ -166,25 +190,35 @@ LISTING_STALE = err_snapshot("NATS_CONNECTION_ERROR: NATS is not connected or th
 # (path, method) -> operation
 OPS = {
     ("/health", "get"): {"summary": "Liveness", "responses": {"200": ok("alive")}},
-    ("/ready", "get"): {"summary": "Readiness: NATS connected and configured streams ensured",
+    ("/ready", "get"): {"summary": "Readiness: NATS connected, configured streams and durable consumers ensured",
                         "responses": {"200": ok("ready"), "503": err("NATS_CONNECTION_ERROR with failing components")}},
     ("/metrics", "get"): {"summary": "Prometheus metrics (text format 0.0.4)",
                           "responses": {"200": {"description": "text/plain; version=0.0.4"}}},
     ("/api/v1/openapi.json", "get"): {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3 JSON"}}},
     ("/api/v1/status", "get"): {
-        "summary": "Service status: uptime, version, NATS, streams, message_stats; stream and server "
-                   "figures from the background snapshot, dated by data.snapshot",
-        "responses": {"200": ok_snapshot("status")}},
+        "summary": "Service status: uptime, version, NATS, streams, message_stats, collectors; stream and "
+                   "server figures from the background snapshot, dated by data.snapshot",
+        "responses": {"200": ok_snapshot("status", {"collectors": {"$ref": "#/components/schemas/Collectors"}})}},
+    ("/api/v1/collectors", "get"): {
+        "summary": "Data collectors heard from (heartbeats on health.collector.>), with the stale ones, "
+                   "the subscription and the heartbeat counters",
+        "responses": {"200": ok("collectors: count, instances, active, stale (names), subject, subscribed, "
+                               "stale_after_sec, ttl_sec, max_instances, heartbeats {accepted, malformed, rejected}")}},
     ("/api/v1/nats/info", "get"): {
         "summary": "NATS server: pid, ports, restarts (live) and varz figures (snapshot)",
         "responses": {"200": ok_snapshot("server info")}},
     ("/api/v1/broker/status", "get"): {
-        "summary": "Broker detail; the stream total from the snapshot",
+        "summary": "Broker detail, configured streams and durable consumers with their health; the stream "
+                   "total from the snapshot",
         "responses": {"200": ok_snapshot("broker status")}},
     ("/api/v1/broker/health", "get"): {
-        "summary": "Per-component health checks; the jetstream check from the snapshot",
-        "responses": {"200": ok_snapshot("healthy"),
-                      "503": err_snapshot("SERVICE_UNAVAILABLE with checks and snapshot")}},
+        "summary": "Per-component health checks (nats_server, nats_client, jetstream, streams, router, "
+                   "consumers, collectors); the jetstream check from the snapshot",
+        "responses": {"200": ok_snapshot("healthy, or degraded (data.status, with data.reasons): a collector "
+                                         "is stale or its heartbeat subscription is not in place",
+                                         {"status": {"type": "string", "enum": ["healthy", "degraded"]},
+                                          "reasons": {"type": "array", "items": {"type": "string"}}}),
+                      "503": err_snapshot("SERVICE_UNAVAILABLE with checks and snapshot: a check is unhealthy")}},
     ("/api/v1/streams", "get"): {
         "summary": "List streams (alias of GET /api/v1/broker/streams)",
         "responses": {"200": ok_snapshot("streams", LISTING), "503": LISTING_STALE}},
@@ -268,7 +302,7 @@ def main():
                                 "NOT_FOUND and wrong methods 405 METHOD_NOT_ALLOWED."},
         "components": {
             "schemas": {"Success": ENVELOPE_OK, "Error": ENVELOPE_ERR, "PublishResult": PUBLISH_RESULT,
-                        "Snapshot": SNAPSHOT},
+                        "Snapshot": SNAPSHOT, "Collector": COLLECTOR, "Collectors": COLLECTORS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "needed on mutating endpoints when service.api_token is set"}},
         },

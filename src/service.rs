@@ -112,6 +112,7 @@ pub async fn run(
         metrics.clone(),
     )
     .await?;
+    metrics.bind_client(client.clone());
 
     let specs = config.effective_streams();
     let streams = Arc::new(StreamsState::new(&specs));

@@ -245,13 +245,16 @@ fn parse<'a>(subject: &'a str, payload: &'a [u8]) -> Result<(String, Wire<'a>), 
             ),
         ));
     }
-    let wire: Wire<'a> = match serde_json::from_slice(payload) {
+    let mut json = serde_json::Deserializer::from_slice(payload);
+    let wire: Wire<'a> = match serde_path_to_error::deserialize(&mut json) {
         Ok(wire) => wire,
         Err(e) => {
             let reason = if payload.first().is_some_and(|b| *b != b'{') {
                 "not a JSON object".to_string()
+            } else if e.path().to_string() == "." {
+                format!("invalid heartbeat: {}", e.inner())
             } else {
-                format!("invalid heartbeat: {e}")
+                format!("{}: {}", e.path(), e.inner())
             };
             return Err((fallback(), reason));
         }

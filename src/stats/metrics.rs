@@ -239,6 +239,14 @@ impl Metrics {
         let _ = self.nats_live.state.set(state);
     }
 
+    /// Makes `prism_nats_client_connected` (and `marketprism_broker_connected`) also read
+    /// the shared client's own connection state at every scrape: the state's flag follows
+    /// the client's events, which arrive a moment after the connection is lost, and the
+    /// metric must read 0 whenever the client is not connected. Later calls are ignored.
+    pub fn bind_client(&self, client: async_nats::Client) {
+        let _ = self.nats_live.client.set(client);
+    }
+
     /// Makes the collector gauges read `state` at every scrape. Later calls are ignored.
     pub fn bind_collectors(&self, state: Arc<CollectorsState>) {
         let _ = self.collectors.live.state.set(state);
@@ -934,6 +942,7 @@ impl Collector for Gated {
 #[derive(Clone)]
 struct NatsLive {
     state: Arc<OnceLock<Arc<NatsState>>>,
+    client: Arc<OnceLock<async_nats::Client>>,
     up: IntGauge,
     connected: IntGauge,
     restarts: IntCounter,
@@ -946,6 +955,7 @@ impl NatsLive {
     fn new() -> Result<NatsLive, MetricsError> {
         Ok(NatsLive {
             state: Arc::new(OnceLock::new()),
+            client: Arc::new(OnceLock::new()),
             up: IntGauge::new(
                 "prism_nats_server_up",
                 "1 when the NATS server is usable: the supervised child is running, or (external mode) the client is connected",
@@ -991,7 +1001,10 @@ impl Collector for NatsLive {
     fn collect(&self) -> Vec<MetricFamily> {
         let _guard = self.sync.lock();
         if let Some(state) = self.state.get() {
-            let connected = state.client_connected();
+            let connected = state.client_connected()
+                && self.client.get().is_none_or(|c| {
+                    c.connection_state() == async_nats::connection::State::Connected
+                });
             let up = if state.supervised {
                 state.server_up()
             } else {

@@ -193,10 +193,23 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub async fn start() -> NatsServer {
+        NatsServer::start_configured(None).await
+    }
+
+    /// [`NatsServer::start`] reading the config text `conf` first (the command line's
+    /// ports, address and store dir win), e.g. `jetstream { max_file_store: 8GB }` for
+    /// streams whose `max_bytes` JetStream reserves up front on a nearly full disk.
+    pub async fn start_configured(conf: Option<&str>) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("nats.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = Command::new(nats_server_binary())
+        let mut command = Command::new(nats_server_binary());
+        if let Some(conf) = conf {
+            let path = dir.path().join("nats.conf");
+            std::fs::write(&path, conf).unwrap();
+            command.arg("-c").arg(path);
+        }
+        let mut child = command
             .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-js", "-sd"])
             .arg(dir.path().join("js"))
             .arg("--ports_file_dir")

@@ -40,6 +40,7 @@ fn every_metric_is_prefixed_and_documented() {
     metrics
         .http
         .observe("/health", "GET", 200, Duration::from_millis(1));
+    metrics.bind_collectors(one_collector());
     let scrape = prometheus_parse::Scrape::parse(
         metrics.render().unwrap().lines().map(|l| Ok(l.to_string())),
     )
@@ -373,6 +374,16 @@ fn unknown_methods_share_one_label_value() {
     assert_eq!(bounded_method("get"), "OTHER");
 }
 
+/// A collectors state with one collector heard from now.
+fn one_collector() -> Arc<crate::collectors::CollectorsState> {
+    let config = crate::config::CollectorsConfig::default();
+    let state = Arc::new(crate::collectors::CollectorsState::new(&config));
+    let mut table = crate::collectors::table::CollectorTable::new(state.settings);
+    table.accept("health.collector.c-1", b"{}", std::time::Instant::now(), 0);
+    state.publish_for_tests(table.view());
+    state
+}
+
 /// Every family the service can export (gated ones opened, one series of each labelled
 /// family created).
 fn declared_families() -> std::collections::HashSet<String> {
@@ -385,6 +396,7 @@ fn declared_families() -> std::collections::HashSet<String> {
     metrics
         .http
         .observe("/health", "GET", 200, Duration::from_millis(1));
+    metrics.bind_collectors(one_collector());
     metrics
         .registry
         .gather()
@@ -437,6 +449,8 @@ fn grafana_dashboard_uses_only_declared_metrics_and_covers_the_issue() {
         "prism_nats_server_up",
         "prism_stream_messages",
         "prism_http_request_duration_seconds",
+        "prism_collectors_active",
+        "prism_collector_heartbeat_age_seconds",
     ] {
         assert!(used.contains(needed), "dashboard lacks {needed}");
     }

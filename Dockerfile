@@ -15,6 +15,10 @@ COPY --from=build /src/target/release/prism-broker /usr/local/bin/prism-broker
 COPY config/docker.yaml /etc/prism-broker/broker.yaml
 COPY routes.d /etc/prism-broker/routes.d
 COPY transforms /etc/prism-broker/transforms
+# The MarketPrism drop-in (README: "Replacing the Python message-broker"); its links point
+# into routes.d/ next to it.
+COPY config/marketprism.yaml /etc/prism-broker/marketprism.yaml
+COPY routes.marketprism.d /etc/prism-broker/routes.marketprism.d
 USER prism
 WORKDIR /var/lib/prism-broker
 ENV ENVIRONMENT=production

@@ -17,6 +17,7 @@ test: deps
 	cargo build --quiet
 	./target/debug/prism-broker --config $(CONFIG) check
 	./target/debug/prism-broker --config $(CONFIG) test tests/routes
+	./target/debug/prism-broker --config config/marketprism.yaml check
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --no-fail-fast --retries 0; \
 	else \

@@ -105,7 +105,12 @@ async fn consumers_come_back_after_a_nats_restart_lost_their_memory_stream() {
         info(&client, "VOLATILE", "keeper").await
     })
     .await;
-    assert!(after.created > before.created, "a new consumer");
+    assert!(
+        after.created > before.created,
+        "a new consumer: {:?} then {:?}",
+        before.created,
+        after.created
+    );
     assert_eq!(after.config.ack_wait, Duration::from_secs(20));
     assert_eq!(
         (after.config.max_deliver, after.config.max_ack_pending),
@@ -117,15 +122,19 @@ async fn consumers_come_back_after_a_nats_restart_lost_their_memory_stream() {
     let js = jetstream::new(client.clone());
     js.get_stream("VOLATILE")
         .await
-        .unwrap()
+        .expect("the stream")
         .delete_consumer("keeper")
         .await
-        .unwrap();
+        .expect("deleted");
     wait_for("the deleted consumer re-created", DEADLINE, || async {
         info(&client, "VOLATILE", "keeper").await
     })
     .await;
-    assert!(service.log().contains("was missing; re-created it"));
+    assert!(
+        service.log().contains("was missing; re-created it"),
+        "{}",
+        service.log()
+    );
 }
 
 #[tokio::test]

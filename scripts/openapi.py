@@ -215,7 +215,7 @@ OPS = {
         "summary": "Per-component health checks (nats_server, nats_client, jetstream, streams, router, "
                    "consumers, collectors); the jetstream check from the snapshot",
         "responses": {"200": ok_snapshot("healthy, or degraded (data.status, with data.reasons): a collector "
-                                         "is stale or its heartbeat subscription is not in place",
+                                         "is stale or its heartbeat subscription was lost and is being made again",
                                          {"status": {"type": "string", "enum": ["healthy", "degraded"]},
                                           "reasons": {"type": "array", "items": {"type": "string"}}}),
                       "503": err_snapshot("SERVICE_UNAVAILABLE with checks and snapshot: a check is unhealthy")}},

@@ -146,7 +146,12 @@ pub async fn run(
     };
     let collectors = Arc::new(CollectorsState::new(&config.collectors));
     metrics.bind_collectors(collectors.clone());
-    let heartbeats = collectors::start(collectors.clone(), client.clone(), metrics.clone());
+    let heartbeats = collectors::start(
+        collectors.clone(),
+        client.clone(),
+        nats_state.clone(),
+        metrics.clone(),
+    );
     let workers = match config.service.workers {
         0 => std::thread::available_parallelism().map_or(2, usize::from),
         n => n,

@@ -48,7 +48,7 @@ pub async fn collectors(state: web::Data<AppState>) -> HttpResponse {
         instances: report.instances(),
         stale,
         subject: &collectors.subject,
-        subscribed: collectors.subscribed(),
+        subscribed: collectors.subscribed(state.nats.connection_generation()),
         stale_after_sec: collectors.settings.stale_after.as_secs_f64(),
         ttl_sec: collectors.settings.ttl.as_secs_f64(),
         max_instances: collectors.settings.max_instances,

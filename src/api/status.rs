@@ -291,12 +291,15 @@ pub async fn broker_status(state: web::Data<AppState>) -> HttpResponse {
     success("Broker status retrieved successfully", data)
 }
 
-/// The `collectors` check: degraded (with the reason) while a collector is stale or the
-/// heartbeat subscription is not in place on a live connection.
+/// The `collectors` check: degraded (with the reason) while a collector is stale or, on a
+/// live connection, the heartbeat subscription was lost and is being made again.
+/// `subscribed` in the detail says whether a round trip confirmed it on this connection.
 fn collectors_check(state: &AppState) -> (Value, Option<String>) {
     let report = state.collectors.report(std::time::Instant::now());
     let stale = report.stale();
-    let subscribed = state.collectors.subscribed();
+    let subscribed = state
+        .collectors
+        .subscribed(state.nats.connection_generation());
     let stale_after = state.collectors.settings.stale_after.as_secs_f64();
     let reason = if !stale.is_empty() {
         Some(format!(
@@ -304,7 +307,7 @@ fn collectors_check(state: &AppState) -> (Value, Option<String>) {
             stale.len(),
             stale.join(", ")
         ))
-    } else if !subscribed && state.nats_connected() {
+    } else if !state.collectors.has_subscription() && state.nats_connected() {
         Some(format!(
             "not subscribed to {} (subscribing again)",
             state.collectors.subject

@@ -9,13 +9,16 @@
 //! heartbeat, forgets silent collectors once a second, and publishes an immutable
 //! [`table::CollectorsView`] into [`CollectorsState`] after every change. Requests and
 //! scrapes only load that view (a pointer copy, no lock) and judge ages against their own
-//! `now`. A subscription that ends (the client dropped it) is noticed, logged, counted
-//! (`prism_collector_subscription_losses_total`) and made again; a task that panics is
-//! started again with an empty table; nothing here can take the service down.
+//! `now`. The subscription counts as in place on a connection only once a round trip
+//! through the server followed it there (at start and after every reconnection: a SUB the
+//! client sent or re-sent is then in effect). A subscription that ends (the client dropped
+//! it) is noticed, logged, counted (`prism_collector_subscription_losses_total`) and made
+//! again; a task that panics is started again with an empty table; nothing here can take
+//! the service down.
 
 pub mod table;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +29,7 @@ use serde::{Serialize, Serializer};
 use tracing::{debug, error, info, warn};
 
 use crate::config::CollectorsConfig;
+use crate::nats::NatsState;
 use crate::stats::Metrics;
 use table::{CollectorTable, CollectorsView, Instance, Outcome, Settings};
 
@@ -34,6 +38,10 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 /// Longest pause before subscribing again.
 const MAX_RESUBSCRIBE: Duration = Duration::from_secs(5);
+
+/// Bound on one round trip through the server, and the pause before trying another.
+const ROUND_TRIP: Duration = Duration::from_secs(5);
+const ROUND_TRIP_RETRY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorsError {
@@ -51,7 +59,10 @@ pub struct CollectorsState {
     pub subject: String,
     pub settings: Settings,
     view: ArcSwap<CollectorsView>,
+    /// The task holds a subscription.
     subscribed: AtomicBool,
+    /// The connection generation a round trip confirmed the subscription on (0: none).
+    confirmed: AtomicU64,
 }
 
 impl CollectorsState {
@@ -65,6 +76,7 @@ impl CollectorsState {
             },
             view: ArcSwap::from_pointee(CollectorsView::default()),
             subscribed: AtomicBool::new(false),
+            confirmed: AtomicU64::new(0),
         }
     }
 
@@ -77,9 +89,18 @@ impl CollectorsState {
         }
     }
 
-    /// The heartbeat subscription is in place (the client carries it over reconnections).
-    pub fn subscribed(&self) -> bool {
+    /// The task holds a heartbeat subscription (false while it subscribes again after
+    /// losing one).
+    pub fn has_subscription(&self) -> bool {
         self.subscribed.load(Ordering::Acquire)
+    }
+
+    /// The heartbeat subscription is in effect on the server for the client's connection of
+    /// `generation` ([`NatsState::connection_generation`]).
+    pub fn subscribed(&self, generation: u64) -> bool {
+        generation > 0
+            && self.subscribed.load(Ordering::Acquire)
+            && self.confirmed.load(Ordering::Acquire) == generation
     }
 
     fn publish(&self, view: CollectorsView) {
@@ -204,11 +225,17 @@ impl Serialize for CollectorsReport {
 pub fn start(
     state: Arc<CollectorsState>,
     client: async_nats::Client,
+    nats: Arc<NatsState>,
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
     actix_rt::spawn(async move {
         loop {
-            let run = actix_rt::spawn(run(state.clone(), client.clone(), metrics.clone()));
+            let run = actix_rt::spawn(run(
+                state.clone(),
+                client.clone(),
+                nats.clone(),
+                metrics.clone(),
+            ));
             match run.await {
                 Ok(()) => break,
                 Err(e) if e.is_panic() => {
@@ -223,7 +250,12 @@ pub fn start(
 }
 
 /// Subscribes (again whenever the subscription ends) and feeds the table until aborted.
-async fn run(state: Arc<CollectorsState>, client: async_nats::Client, metrics: Arc<Metrics>) {
+async fn run(
+    state: Arc<CollectorsState>,
+    client: async_nats::Client,
+    nats: Arc<NatsState>,
+    metrics: Arc<Metrics>,
+) {
     let mut table = CollectorTable::new(state.settings);
     let mut tick = tokio::time::interval(EXPIRE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -246,6 +278,11 @@ async fn run(state: Arc<CollectorsState>, client: async_nats::Client, metrics: A
         };
         info!(subject = %state.subject, "subscribed to collector heartbeats");
         state.set_subscribed(true);
+        let confirm = actix_rt::spawn(confirm_each_connection(
+            client.clone(),
+            nats.clone(),
+            state.clone(),
+        ));
         told = false;
         pause = Duration::from_millis(100);
         loop {
@@ -265,11 +302,52 @@ async fn run(state: Arc<CollectorsState>, client: async_nats::Client, metrics: A
                 }
             }
         }
+        confirm.abort();
         state.set_subscribed(false);
         metrics.collectors.subscription_lost();
         warn!(subject = %state.subject, "collector heartbeat subscription ended; subscribing again");
         tokio::time::sleep(pause).await;
     }
+}
+
+/// Records, for every connection of the client, when the subscription is in effect there:
+/// after a round trip through the server that followed the (re-sent) SUB.
+async fn confirm_each_connection(
+    client: async_nats::Client,
+    nats: Arc<NatsState>,
+    state: Arc<CollectorsState>,
+) {
+    let mut connections = nats.watch_connections();
+    loop {
+        let generation = *connections.borrow_and_update();
+        if generation > 0 && round_trip(&client).await {
+            state.confirmed.store(generation, Ordering::Release);
+            if connections.changed().await.is_err() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(ROUND_TRIP_RETRY) => {}
+                changed = connections.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
+
+/// True once a message the client sent to itself came back: everything it sent before
+/// (its subscriptions) is in effect on the server. `flush()` only empties the socket.
+async fn round_trip(client: &async_nats::Client) -> bool {
+    let inbox = client.new_inbox();
+    let Ok(mut echo) = client.subscribe(inbox.clone()).await else {
+        return false;
+    };
+    if client.publish(inbox, bytes::Bytes::new()).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(ROUND_TRIP, echo.next()).await,
+        Ok(Some(_))
+    )
 }
 
 async fn subscribe(

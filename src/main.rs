@@ -46,9 +46,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
-        Command::Check => prism_broker::rules::cli::check(&cli.config),
-        Command::Test { dir } => prism_broker::rules::cli::test(&dir, &cli.config),
+        Command::Check => {
+            quiet_on_closed_pipe();
+            prism_broker::rules::cli::check(&cli.config)
+        }
+        Command::Test { dir } => {
+            quiet_on_closed_pipe();
+            prism_broker::rules::cli::test(&dir, &cli.config)
+        }
     }
+}
+
+/// The report commands end quietly when their reader goes away (`check | head -1`), as
+/// command-line tools do, instead of panicking in `println!`. Not for `serve`: a client that
+/// closes its connection must give a write error there, not end the process.
+fn quiet_on_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restores the default disposition before any thread or handler exists.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 fn serve(config_path: &std::path::Path) -> ExitCode {

@@ -199,3 +199,22 @@ fn test_refuses_an_invalid_table_or_an_empty_dir() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).1.contains("no *.test.yaml files"));
 }
+
+/// `prism-broker test … | head -1`: a reader that goes away ends the command quietly,
+/// without a panic message.
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prism-broker"))
+        .args(["test", "tests/routes"])
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run prism-broker");
+    // Close the read end before the command writes its report.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for prism-broker");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

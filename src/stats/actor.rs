@@ -220,6 +220,31 @@ impl StatsActor {
         }
     }
 
+    /// Sets the cluster node gauges (peers, meta leader) from the latest monitoring
+    /// snapshots of a supervised server, whether or not the rest of the refresh succeeded:
+    /// a cluster without quorum fails the stream listing, and must still show it.
+    fn apply_cluster_node(&self) {
+        if !self.nats.supervised {
+            return;
+        }
+        if !self.nats.server_up() {
+            self.metrics.cluster.hide_node();
+            return;
+        }
+        let body = |s: Option<crate::nats::state::Snapshot>| s.map(|s| s.body);
+        let (varz, jsz, routez) = (
+            body(self.nats.varz()),
+            body(self.nats.jsz()),
+            body(self.nats.routez()),
+        );
+        let node = ClusterView::from_monitoring(varz.as_ref(), jsz.as_ref(), routez.as_ref());
+        self.metrics.cluster.set_node(
+            node.clustered(),
+            node.peers_seen,
+            node.meta_leader.is_some(),
+        );
+    }
+
     /// Copies the supervisor's `/jsz` into the JetStream gauges; returns whether it
     /// supplied JetStream usage.
     fn apply_jsz(&self) -> bool {
@@ -260,11 +285,14 @@ impl StatsActor {
             self.metrics.cluster.remove_stream(gone);
         }
         self.exported_streams = streams;
-        match report.cluster_node {
-            Some((clustered, peers, meta_leader)) => {
-                self.metrics.cluster.set_node(clustered, peers, meta_leader)
+        // Supervised, the node gauges follow the monitoring snapshots at every attempt.
+        if !self.nats.supervised {
+            match report.cluster_node {
+                Some((clustered, peers, meta_leader)) => {
+                    self.metrics.cluster.set_node(clustered, peers, meta_leader)
+                }
+                None => self.metrics.cluster.hide_node(),
             }
-            None => self.metrics.cluster.hide_node(),
         }
 
         if report.consumers_listed {
@@ -374,6 +402,7 @@ impl StatsActor {
         Box::pin(work.into_actor(self).map(move |result, act, ctx| {
             act.refreshing = false;
             act.apply_varz();
+            act.apply_cluster_node();
             let result = match result {
                 Ok(collected) => {
                     act.apply_report(&collected.report);

@@ -230,6 +230,19 @@ async fn a_live_cluster_is_reported_healthy_then_degraded_then_unhealthy_then_he
     );
     let (status, body) = publish(cluster.node(victim), 2).await;
     assert_eq!(status, 200, "{body}");
+
+    // A graceful stop and restart of the seed (its reserved route port again): it rejoins
+    // and catches up on what was stored meanwhile.
+    cluster.stop(0);
+    let (status, body) = publish(cluster.node(1), 3).await;
+    assert_eq!(status, 200, "{body}");
+    cluster.restart(0).await;
+    assert_eq!(cluster.cluster_port(0), cluster.seed_port());
+    cluster
+        .wait_stream_current("MARKET_DATA", CLUSTER_DEADLINE)
+        .await;
+    let info = cluster.stream_info("MARKET_DATA").await.unwrap();
+    assert_eq!(info.state.messages, 3, "every stored publish is there");
 }
 
 /// Two nodes given the same server name: the node that accepts the other's route refuses

@@ -187,6 +187,11 @@ impl Cluster {
         }
     }
 
+    /// The seed's (node 0's) reserved cluster port, the same across its restarts.
+    pub fn seed_port(&self) -> u16 {
+        self.seed.port
+    }
+
     /// The cluster (route) port node `i` listens on; panics when it is down.
     pub fn cluster_port(&self, i: usize) -> u16 {
         self.node(i)

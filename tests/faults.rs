@@ -951,3 +951,62 @@ impl Drop for Resume {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGCONT);
     }
 }
+
+/// A configured stream whose ensure failed (in a cluster: "no suitable peers for
+/// placement" while it formed) and that then exists (another node created it) is ensured
+/// again by the next check: its failure does not stick and readiness comes back.
+#[tokio::test]
+async fn a_configured_stream_that_failed_to_ensure_and_then_exists_is_ensured_again() {
+    let server = NatsServer::start().await;
+    let js = js(async_nats::connect(server.url()).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BLOCK".into(),
+        subjects: vec!["late.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let service = ServiceBuilder::new()
+        .set("nats.auto_start", json!(false))
+        .set("nats.url", json!(server.url()))
+        .set("streams.LATE", json!({ "subjects": ["late.>"] }))
+        .start_listening()
+        .await;
+    let body = wait_for("ready names LATE", WAIT, || async {
+        let (status, body) = service.get("/ready").await;
+        (status == 503 && body["data"]["components"]["stream:LATE"].is_string()).then_some(body)
+    })
+    .await;
+    assert!(
+        body["data"]["components"]["stream:LATE"]
+            .as_str()
+            .unwrap()
+            .contains("overlap"),
+        "{body}"
+    );
+    // Someone else makes it exist: the next check ensures it and readiness comes back.
+    js.delete_stream("BLOCK").await.unwrap();
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "LATE".into(),
+        subjects: vec!["late.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    service.wait_ready(WAIT).await;
+    assert!(
+        service
+            .log()
+            .contains("stream ensured after an earlier failure"),
+        "{}",
+        service.log()
+    );
+    let (status, body) = service
+        .post(
+            "/api/v1/broker/publish",
+            &json!({ "subject": "late.x", "message": 1, "persist": true }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["stream"], "LATE", "{body}");
+}

@@ -275,14 +275,86 @@ impl Cluster {
         self.nodes[i] = Node::Up(builder.start_listening().await);
     }
 
-    /// Waits until every node that is up answers `/ready` 200.
+    /// Waits until every node that is up answers `/ready` 200; on the deadline panics with
+    /// what each node and JetStream say ([`Cluster::describe`]).
     pub async fn wait_all_ready(&self, deadline: Duration) {
-        futures::future::join_all(
-            self.up_nodes()
-                .into_iter()
-                .map(|i| self.node(i).wait_ready(deadline)),
-        )
-        .await;
+        let end = Instant::now() + deadline;
+        for i in self.up_nodes() {
+            while self.node(i).ready_status().await != Some(200) {
+                if Instant::now() >= end {
+                    panic!(
+                        "{} not ready within {deadline:?}\n{}\nits log:\n{}",
+                        node_name(i),
+                        self.describe().await,
+                        self.log(i)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Polls `check` every 100 ms until it returns `Some` or `deadline` passes; then panics
+    /// with `what` and [`Cluster::describe`].
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, deadline: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            if Instant::now() >= end {
+                panic!(
+                    "timed out after {deadline:?} waiting for {what}\n{}",
+                    self.describe().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What every node says (`/ready`, its meta leader) and every stream's info as
+    /// JetStream answers it: for failure messages.
+    pub async fn describe(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.size() {
+            if !self.is_up(i) {
+                out.push_str(&format!("{}: down\n", node_name(i)));
+                continue;
+            }
+            let (status, ready) = self.node(i).get("/ready").await;
+            let meta = self.jsz(i).await.map(|j| j["meta_cluster"].clone());
+            out.push_str(&format!(
+                "{}: /ready {status} {}; meta {}\n",
+                node_name(i),
+                ready["data"]["components"],
+                meta.unwrap_or(Value::Null)
+            ));
+        }
+        if let Some(i) = self.up_nodes().first().copied() {
+            let js = self.jetstream(i).await;
+            let names = tokio::time::timeout(LOOK_TIMEOUT, async {
+                js.stream_names().try_collect::<Vec<String>>().await
+            })
+            .await;
+            out.push_str(&format!("streams listed via {}: {names:?}\n", node_name(i)));
+            for name in [
+                "MARKET_DATA",
+                "SYSTEM_EVENTS",
+                "SERVICE_LOGS",
+                "DEAD_LETTERS",
+            ] {
+                let info = self.stream_info(name).await;
+                out.push_str(&format!(
+                    "{name}: {:?}\n",
+                    info.map(|i| (i.config.num_replicas, i.cluster))
+                ));
+            }
+        }
+        out
     }
 
     /// `/jsz` of node `i`'s nats-server, or `None` when it does not answer in time.
@@ -311,7 +383,7 @@ impl Cluster {
     /// Waits until every node that is up sees the same meta leader, itself a node that is
     /// up; returns its index.
     pub async fn wait_meta_leader(&self, deadline: Duration) -> usize {
-        super::wait_for("one meta leader seen by every node", deadline, || async {
+        self.wait_for("one meta leader seen by every node", deadline, || async {
             let mut leader = None;
             for i in self.up_nodes() {
                 let seen = self.meta_leader_seen_by(i).await?;
@@ -357,7 +429,7 @@ impl Cluster {
 
     /// Waits until `stream` has a leader that is up; returns its index.
     pub async fn wait_stream_leader(&self, stream: &str, deadline: Duration) -> usize {
-        super::wait_for(&format!("a leader of {stream}"), deadline, || {
+        self.wait_for(&format!("a leader of {stream}"), deadline, || {
             self.stream_leader(stream)
         })
         .await
@@ -366,7 +438,7 @@ impl Cluster {
     /// Waits until `stream` has a leader that is up and all its replicas are placed,
     /// current, online and without lag (every replica caught up); returns the leader.
     pub async fn wait_stream_current(&self, stream: &str, deadline: Duration) -> usize {
-        super::wait_for(
+        self.wait_for(
             &format!("{stream} with a leader and every replica current"),
             deadline,
             || async {
@@ -392,17 +464,18 @@ impl Cluster {
     pub async fn wait_settled(&self, deadline: Duration) {
         let end = Instant::now() + deadline;
         self.wait_meta_leader(deadline).await;
-        let names: Vec<String> = super::wait_for("the stream listing", deadline, || async {
-            let i = *self.up_nodes().first()?;
-            let js = self.jetstream(i).await;
-            tokio::time::timeout(LOOK_TIMEOUT, async {
-                js.stream_names().try_collect::<Vec<String>>().await.ok()
+        let names: Vec<String> = self
+            .wait_for("the stream listing", deadline, || async {
+                let i = *self.up_nodes().first()?;
+                let js = self.jetstream(i).await;
+                tokio::time::timeout(LOOK_TIMEOUT, async {
+                    js.stream_names().try_collect::<Vec<String>>().await.ok()
+                })
+                .await
+                .ok()
+                .flatten()
             })
-            .await
-            .ok()
-            .flatten()
-        })
-        .await;
+            .await;
         for name in names {
             let left = end.saturating_duration_since(Instant::now());
             self.wait_stream_current(&name, left.max(Duration::from_secs(1)))

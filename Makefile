@@ -1,6 +1,7 @@
 # prism-broker: `make run` starts the service with config/broker.yaml (it starts its own
-# nats-server under data/); `make test` runs the whole test suite.
-.PHONY: run test deps build lint fmt
+# nats-server under data/); `make test` runs the whole test suite; `make cluster` starts a
+# three-node cluster on loopback (config/cluster/), `make cluster-stop` stops it.
+.PHONY: run test deps build lint fmt cluster cluster-stop cluster-status
 
 CONFIG ?= config/broker.yaml
 
@@ -30,3 +31,12 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+cluster: deps build
+	BIN=./target/release/prism-broker ./scripts/cluster.sh start
+
+cluster-status:
+	./scripts/cluster.sh status
+
+cluster-stop:
+	./scripts/cluster.sh stop

@@ -137,6 +137,92 @@ SNAPSHOT = {
     },
 }
 
+REPLICA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "server name of the node"},
+        "leader": {"type": "boolean"},
+        "current": {"type": "boolean", "description": "up to date with the leader (the leader always is)"},
+        "offline": {"type": "boolean", "description": "the group considers the node offline"},
+        "lag": {"type": "integer", "description": "operations behind the leader"},
+        "active_ms": {"type": "integer", "nullable": True,
+                      "description": "milliseconds since the leader last heard from it; null for the leader"},
+    },
+}
+STREAM_CLUSTER = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "replicas": {"type": "integer", "description": "configured replicas"},
+        "leader": {"type": "string", "nullable": True},
+        "peers": {"type": "array", "items": {"$ref": "#/components/schemas/Replica"},
+                  "description": "the leader first, then the other replicas by name"},
+        "replicas_current": {"type": "integer", "description": "replicas up to date, the leader included"},
+        "max_lag": {"type": "integer"},
+        "quorum": {"type": "boolean", "description": "more than half of the replicas are current"},
+        "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"],
+                   "description": "degraded: a replica is not current but the stream has a quorum; "
+                                  "unhealthy: no leader or no quorum"},
+        "reason": {"type": "string", "nullable": True},
+    },
+}
+CLUSTER = {
+    "type": "object",
+    "nullable": True,
+    "description": "The NATS cluster as this node sees it (null when the server is not clustered): from the "
+                   "monitoring port's /varz, /jsz (meta_cluster) and /routez and the stream infos of the same "
+                   "snapshot. While the snapshot is stale, the node part is read live and streams is empty.",
+    "properties": {
+        "name": {"type": "string", "nullable": True},
+        "this_node": {"type": "string", "nullable": True},
+        "size": {"type": "integer", "nullable": True, "description": "nodes of the JetStream meta group"},
+        "meta_leader": {"type": "string", "nullable": True, "description": "null during an election or without quorum"},
+        "meta_peers": {"type": "array", "items": {"$ref": "#/components/schemas/Replica"},
+                       "description": "reported by nats-server on the meta leader only"},
+        "peers_seen": {"type": "integer", "description": "distinct servers this node has a route to"},
+        "peers": {"type": "array", "items": {"type": "object", "properties": {
+            "server_id": {"type": "string"}, "address": {"type": "string"},
+            "configured": {"type": "boolean"}, "rtt": {"type": "string", "nullable": True},
+            "uptime": {"type": "string", "nullable": True}}}},
+        "streams": {"type": "array", "items": {"$ref": "#/components/schemas/StreamCluster"}},
+    },
+}
+SUPERVISION = {
+    "type": "object",
+    "description": "The supervisor's record of the nats-server child (supervised mode only)",
+    "properties": {
+        "recent_crashes": {"type": "integer", "description": "unexpected exits and hang restarts within crash_window_s"},
+        "crash_window_s": {"type": "integer"},
+        "crash_looping": {"type": "boolean", "description": "at least nats.restart.crash_loop_after recent crashes"},
+        "hang_restarts": {"type": "integer", "description": "children killed because JetStream did not answer for nats.hang_timeout"},
+        "jetstream_answering": {"type": "boolean", "description": "the latest /jsz probe (every second) was answered"},
+        "jetstream_last_answer": {"type": "string", "format": "date-time", "nullable": True},
+        "jetstream_error": {"type": "string", "nullable": True},
+    },
+}
+CHECK = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
+        "detail": {"type": "object"},
+    },
+}
+HEALTH = {
+    "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
+    "checks": {
+        "type": "object",
+        "description": "nats_server (supervised: unhealthy when down, degraded while crash-looping), nats_client, "
+                       "jetstream (unhealthy while the child's JetStream does not answer the probe or the snapshot "
+                       "is stale), streams, router, consumers, collectors (degraded when one is stale), cluster (when "
+                       "clustered: unhealthy without a meta leader, with a stream without leader or quorum, a "
+                       "configured stream not listed, or a duplicate server name; degraded when a replica or meta "
+                       "peer is not current or fewer routes than nodes; detail.reasons lists why)",
+        "additionalProperties": {"$ref": "#/components/schemas/Check"},
+    },
+    "reasons": {"type": "array", "items": {"type": "string"},
+                "description": "why the broker is degraded, each prefixed by its check"},
+}
+
 
 def ok(description):
     return {"description": description,
@@ -190,8 +276,11 @@ LISTING_STALE = err_snapshot("NATS_CONNECTION_ERROR: NATS is not connected or th
 # (path, method) -> operation
 OPS = {
     ("/health", "get"): {"summary": "Liveness", "responses": {"200": ok("alive")}},
-    ("/ready", "get"): {"summary": "Readiness: NATS connected, configured streams and durable consumers ensured",
-                        "responses": {"200": ok("ready"), "503": err("NATS_CONNECTION_ERROR with failing components")}},
+    ("/ready", "get"): {"summary": "Readiness: NATS connected, its JetStream answering, configured streams and "
+                                   "durable consumers ensured, streams writable, routes consuming",
+                        "responses": {"200": ok("ready"),
+                                      "503": err("NATS_CONNECTION_ERROR with failing components in data.components "
+                                                 "(nats_server, jetstream, nats_client, streams, stream:NAME, route:NAME, service, …)")}},
     ("/metrics", "get"): {"summary": "Prometheus metrics (text format 0.0.4)",
                           "responses": {"200": {"description": "text/plain; version=0.0.4"}}},
     ("/api/v1/openapi.json", "get"): {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3 JSON"}}},
@@ -205,20 +294,24 @@ OPS = {
         "responses": {"200": ok("collectors: count, instances, active, stale (names), subject, subscribed, "
                                "stale_after_sec, ttl_sec, max_instances, heartbeats {accepted, malformed, rejected}")}},
     ("/api/v1/nats/info", "get"): {
-        "summary": "NATS server: pid, ports, restarts (live) and varz figures (snapshot)",
-        "responses": {"200": ok_snapshot("server info")}},
+        "summary": "NATS server: pid, ports, restarts, supervision (live) and varz figures (snapshot)",
+        "responses": {"200": ok_snapshot("server info", {
+            "supervision": {"$ref": "#/components/schemas/Supervision"}})}},
     ("/api/v1/broker/status", "get"): {
         "summary": "Broker detail, configured streams and durable consumers with their health; the stream "
-                   "total from the snapshot",
-        "responses": {"200": ok_snapshot("broker status")}},
+                   "total and the cluster section from the snapshot",
+        "responses": {"200": ok_snapshot("broker status", {
+            "cluster": {"$ref": "#/components/schemas/Cluster"},
+            "nats": {"type": "object", "properties": {
+                "supervision": {"$ref": "#/components/schemas/Supervision"}}}})}},
     ("/api/v1/broker/health", "get"): {
         "summary": "Per-component health checks (nats_server, nats_client, jetstream, streams, router, "
-                   "consumers, collectors); the jetstream check from the snapshot",
-        "responses": {"200": ok_snapshot("healthy, or degraded (data.status, with data.reasons): a collector "
-                                         "is stale or its heartbeat subscription was lost and is being made again",
-                                         {"status": {"type": "string", "enum": ["healthy", "degraded"]},
-                                          "reasons": {"type": "array", "items": {"type": "string"}}}),
-                      "503": err_snapshot("SERVICE_UNAVAILABLE with checks and snapshot: a check is unhealthy")}},
+                   "consumers, collectors, cluster when clustered); healthy or degraded (200, the message and "
+                   "data.reasons say why) or unhealthy (503)",
+        "responses": {"200": ok_snapshot("healthy, or degraded (data.status, with data.reasons): a collector is "
+                                         "stale or its heartbeat subscription is being made again, the nats-server "
+                                         "child is crash-looping, a cluster replica or peer is not current", HEALTH),
+                      "503": err_snapshot("SERVICE_UNAVAILABLE naming the unhealthy checks; data has checks and snapshot")}},
     ("/api/v1/streams", "get"): {
         "summary": "List streams (alias of GET /api/v1/broker/streams)",
         "responses": {"200": ok_snapshot("streams", LISTING), "503": LISTING_STALE}},
@@ -302,7 +395,9 @@ def main():
                                 "NOT_FOUND and wrong methods 405 METHOD_NOT_ALLOWED."},
         "components": {
             "schemas": {"Success": ENVELOPE_OK, "Error": ENVELOPE_ERR, "PublishResult": PUBLISH_RESULT,
-                        "Snapshot": SNAPSHOT, "Collector": COLLECTOR, "Collectors": COLLECTORS},
+                        "Snapshot": SNAPSHOT, "Collector": COLLECTOR, "Collectors": COLLECTORS,
+                        "Cluster": CLUSTER, "StreamCluster": STREAM_CLUSTER, "Replica": REPLICA,
+                        "Supervision": SUPERVISION, "Check": CHECK},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "needed on mutating endpoints when service.api_token is set"}},
         },

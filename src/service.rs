@@ -22,11 +22,12 @@ use crate::api::{self, publish::Publisher, publish::Publishers, AppState};
 use crate::collectors::{self, CollectorsState};
 use crate::config::BrokerConfig;
 use crate::nats::{
-    self, server_conf, NatsProcessActor, NatsProcessError, NatsState, ServerPorts, StartServer,
-    StopServer,
+    self, server_conf, CrashPolicy, NatsProcessActor, NatsProcessError, NatsState, ServerPorts,
+    StartServer, StopServer,
 };
 use crate::router::{ReloadRoutes, RouterActor, RouterRuntime, RouterState, StopRoutes};
 use crate::rules::{RouteTable, RuleProblem};
+use crate::stats::actor::{CLUSTER_REFRESH_TIMEOUT, REFRESH_TIMEOUT};
 use crate::stats::snapshot::SnapshotCell;
 use crate::stats::{metrics::MetricsError, Metrics, RequestMetrics, StatsActor, StatsConfig};
 use crate::streams::{ConsumersState, StoreWatch, StreamActor, StreamsState};
@@ -70,15 +71,21 @@ pub async fn run(
         let nats_cfg = &config.nats;
         let binary = nats::find_binary(&nats_cfg.binary)?;
         credentials = server_conf::broker_credentials(nats_cfg);
-        let state = Arc::new(NatsState::supervised(ServerPorts {
-            client: nats_cfg.port,
-            http: nats_cfg.http_port,
-            cluster: nats_cfg
-                .cluster
-                .name
-                .as_ref()
-                .map(|_| nats_cfg.cluster.port),
-        }));
+        let state = Arc::new(
+            NatsState::supervised(ServerPorts {
+                client: nats_cfg.port,
+                http: nats_cfg.http_port,
+                cluster: nats_cfg
+                    .cluster
+                    .name
+                    .as_ref()
+                    .map(|_| nats_cfg.cluster.port),
+            })
+            .with_crash_policy(CrashPolicy {
+                window: nats_cfg.restart.crash_window.duration(),
+                loop_after: nats_cfg.restart.crash_loop_after,
+            }),
+        );
         let actor_cfg = nats_cfg.clone();
         let actor_state = state.clone();
         let actor_credentials = credentials.clone();
@@ -125,6 +132,14 @@ pub async fn run(
         snapshot.clone(),
         StatsConfig {
             varz_url: nats_cfg.auto_start.then(|| nats_cfg.monitor_url("/varz")),
+            routez_url: nats_cfg
+                .clustered()
+                .then(|| nats_cfg.monitor_url("/routez")),
+            timeout: if nats_cfg.clustered() {
+                CLUSTER_REFRESH_TIMEOUT
+            } else {
+                REFRESH_TIMEOUT
+            },
             ..StatsConfig::default()
         },
     );

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "common/metrics.rs"]
+mod exposition;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -766,4 +768,245 @@ async fn services_started_together_never_race_for_a_port() {
         let (status, body) = service.get("/ready").await;
         assert_eq!(status, 200, "{body}");
     }
+}
+
+/// The supervised child's pid once `/api/v1/nats/info` reports it running with a pid other
+/// than `old`.
+async fn new_child(service: &Service, old: u32) -> Option<u32> {
+    let (_, info) = service.get("/api/v1/nats/info").await;
+    let pid = info["data"]["pid"].as_u64()? as u32;
+    (info["data"]["status"] == "running" && pid != old).then_some(pid)
+}
+
+/// A persisted REST publish answered 200 (stored), or the status of the failure.
+async fn publish_stored(service: &Service, i: u64) -> Result<(), u16> {
+    let r = service
+        .http
+        .post(service.url("/api/v1/broker/publish"))
+        .json(&json!({ "subject": "trade.binance.spot.BTC-USDT", "message": { "i": i }, "persist": true }))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .map_err(|_| 0u16)?;
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    if status == 200 {
+        assert_eq!(body["data"]["jetstream"], true, "{body}");
+        Ok(())
+    } else {
+        Err(status)
+    }
+}
+
+/// Item 6: with the default backoff (250 ms doubling, capped at 2 s) the child is back
+/// within 5 s after each of five `kill -9` in a row, the service publishes again within
+/// 5 s of the first, and the loop is visible: counted, `crash_looping`, health degraded
+/// naming it, the metrics.
+#[tokio::test]
+async fn consecutive_kills_are_each_recovered_within_5s_and_the_loop_is_reported() {
+    const KILLS: usize = 5;
+    let service = ServiceBuilder::new()
+        .set("nats.restart", json!({}))
+        .start()
+        .await;
+    publish_stored(&service, 0).await.unwrap();
+    let mut pid = service.nats_pid().await.unwrap();
+    let mut recoveries = Vec::new();
+    for kill in 0..KILLS {
+        let killed_at = std::time::Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        pid = wait_for("the child restarted", WAIT, || new_child(&service, pid)).await;
+        let back = killed_at.elapsed();
+        if kill == 0 {
+            // A single crash: publishing (a stored message) works again within 5 s.
+            let stored = wait_for("a stored publish", WAIT, || async {
+                publish_stored(&service, 1).await.ok()
+            })
+            .await;
+            let publishing = killed_at.elapsed();
+            eprintln!("first kill: child back after {back:?}, publishing after {publishing:?}");
+            assert!(publishing < Duration::from_secs(5), "{publishing:?}");
+            let () = stored;
+        }
+        recoveries.push(back);
+    }
+    eprintln!("child back after each kill: {recoveries:?}");
+    for (i, back) in recoveries.iter().enumerate() {
+        assert!(
+            *back < Duration::from_secs(5),
+            "kill {i}: back after {back:?} (all: {recoveries:?})"
+        );
+    }
+    service.wait_ready(WAIT).await;
+    publish_stored(&service, 2).await.unwrap();
+
+    let (_, info) = service.get("/api/v1/nats/info").await;
+    let supervision = &info["data"]["supervision"];
+    assert_eq!(info["data"]["restarts"], KILLS, "{info}");
+    assert_eq!(supervision["recent_crashes"], KILLS, "{info}");
+    assert_eq!(supervision["crash_looping"], true, "{info}");
+    assert_eq!(supervision["hang_restarts"], 0, "{info}");
+    let (status, health) = service.get("/api/v1/broker/health").await;
+    assert_eq!(status, 200, "degraded, not unhealthy: {health}");
+    assert_eq!(health["data"]["status"], "degraded", "{health}");
+    let check = &health["data"]["checks"]["nats_server"];
+    assert_eq!(check["status"], "degraded", "{health}");
+    assert!(
+        check["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("crash-looping: {KILLS} crashes")),
+        "{health}"
+    );
+    assert!(health["message"].as_str().unwrap().contains("nats_server"));
+    let metrics = exposition::scrape(&service).await;
+    assert_eq!(metrics.value("prism_nats_server_crash_looping", &[]), 1.0);
+    assert_eq!(
+        metrics.value("prism_nats_server_recent_crashes", &[]),
+        KILLS as f64
+    );
+    assert_eq!(
+        metrics.value("prism_nats_server_restarts_total", &[]),
+        KILLS as f64
+    );
+    assert_eq!(metrics.value("prism_nats_jetstream_answering", &[]), 1.0);
+    assert!(service.log().contains("nats-server is crash-looping"));
+}
+
+/// Item 4: a child that stops answering (SIGSTOP: its JetStream hangs as with a full
+/// disk) is reported by `/ready` naming jetstream, killed once silent for
+/// `nats.hang_timeout` and restarted; the service publishes again and the hang restart is
+/// counted and logged.
+#[tokio::test]
+async fn a_hung_child_is_restarted_after_the_hang_timeout_and_publishing_resumes() {
+    const HANG: Duration = Duration::from_secs(5);
+    let service = ServiceBuilder::new()
+        .set("nats.hang_timeout", json!("5s"))
+        .start()
+        .await;
+    publish_stored(&service, 0).await.unwrap();
+    let pid = service.nats_pid().await.unwrap();
+    let _resume = Resume(pid);
+    let stopped_at = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+
+    // While it hangs: not ready, naming jetstream.
+    let body = wait_for("/ready names jetstream", HANG, || async {
+        let r = service.http.get(service.url("/ready")).send().await.ok()?;
+        let body: serde_json::Value = r.json().await.ok()?;
+        body["data"]["components"]["jetstream"]
+            .is_string()
+            .then_some(body)
+    })
+    .await;
+    let reason = body["data"]["components"]["jetstream"].as_str().unwrap();
+    assert!(reason.contains("has not answered"), "{body}");
+    assert_eq!(body["error_code"], "NATS_CONNECTION_ERROR");
+    let (status, health) = service.get("/api/v1/broker/health").await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["data"]["checks"]["jetstream"]["status"], "unhealthy");
+
+    // Killed after the hang timeout (its last answer was at most a probe before the stop),
+    // and a new child started.
+    let new_pid = wait_for("a new child", HANG + Duration::from_secs(10), || {
+        new_child(&service, pid)
+    })
+    .await;
+    let restarted = stopped_at.elapsed();
+    eprintln!("hung child replaced after {restarted:?}");
+    assert!(!pid_alive(pid), "the hung child is gone");
+    assert!(
+        restarted >= HANG - Duration::from_secs(1),
+        "not killed before the hang timeout: {restarted:?}"
+    );
+    assert!(
+        restarted < HANG + Duration::from_secs(8),
+        "replaced within the hang timeout, a probe and a start: {restarted:?}"
+    );
+    assert_ne!(new_pid, pid);
+    service.wait_ready(WAIT).await;
+    publish_stored(&service, 1).await.unwrap();
+
+    let (_, info) = service.get("/api/v1/nats/info").await;
+    let supervision = &info["data"]["supervision"];
+    assert_eq!(supervision["hang_restarts"], 1, "{info}");
+    assert_eq!(supervision["recent_crashes"], 1, "{info}");
+    assert_eq!(supervision["jetstream_answering"], true, "{info}");
+    let metrics = exposition::scrape(&service).await;
+    assert_eq!(
+        metrics.value("prism_nats_server_hang_restarts_total", &[]),
+        1.0
+    );
+    let log = service.log();
+    assert!(log.contains("jetstream stopped answering"), "{log}");
+    assert!(log.contains("hung nats-server killed"), "{log}");
+}
+
+/// Sends SIGCONT to a stopped process when dropped, so a failing test leaves no stopped
+/// nats-server behind.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGCONT);
+    }
+}
+
+/// A configured stream whose ensure failed (in a cluster: "no suitable peers for
+/// placement" while it formed) and that then exists (another node created it) is ensured
+/// again by the next check: its failure does not stick and readiness comes back.
+#[tokio::test]
+async fn a_configured_stream_that_failed_to_ensure_and_then_exists_is_ensured_again() {
+    let server = NatsServer::start().await;
+    let js = js(async_nats::connect(server.url()).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BLOCK".into(),
+        subjects: vec!["late.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let service = ServiceBuilder::new()
+        .set("nats.auto_start", json!(false))
+        .set("nats.url", json!(server.url()))
+        .set("streams.LATE", json!({ "subjects": ["late.>"] }))
+        .start_listening()
+        .await;
+    let body = wait_for("ready names LATE", WAIT, || async {
+        let (status, body) = service.get("/ready").await;
+        (status == 503 && body["data"]["components"]["stream:LATE"].is_string()).then_some(body)
+    })
+    .await;
+    assert!(
+        body["data"]["components"]["stream:LATE"]
+            .as_str()
+            .unwrap()
+            .contains("overlap"),
+        "{body}"
+    );
+    // Someone else makes it exist: the next check ensures it and readiness comes back.
+    js.delete_stream("BLOCK").await.unwrap();
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "LATE".into(),
+        subjects: vec!["late.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    service.wait_ready(WAIT).await;
+    assert!(
+        service
+            .log()
+            .contains("stream ensured after an earlier failure"),
+        "{}",
+        service.log()
+    );
+    let (status, body) = service
+        .post(
+            "/api/v1/broker/publish",
+            &json!({ "subject": "late.x", "message": 1, "persist": true }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["stream"], "LATE", "{body}");
 }

@@ -1,5 +1,5 @@
-//! `GET /api/v1/nats/info`: pid, ports, restarts and connection of the NATS server read
-//! live, and its `varz` figures (the connected server's INFO in external mode) from the
+//! `GET /api/v1/nats/info`: pid, ports, restarts, the supervisor's record (crashes,
+//! JetStream probe) and connection of the NATS server read live, and its `varz` figures (the connected server's INFO in external mode) from the
 //! status snapshot, dated by `data.snapshot`.
 
 use actix_web::{web, HttpResponse};
@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::envelope::success;
 use super::state::AppState;
-use super::status::{ports, server_status};
+use super::status::{ports, server_status, supervision, Supervision};
 use crate::stats::snapshot::SnapshotMeta;
 
 #[derive(Serialize)]
@@ -18,6 +18,9 @@ struct NatsInfo<'a, P> {
     pid: Option<u32>,
     ports: P,
     restarts: u64,
+    /// Supervised mode only: crashes and the JetStream probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supervision: Option<Supervision>,
     client_connected: bool,
     client_reconnects: u64,
     last_error: Option<String>,
@@ -36,6 +39,7 @@ pub async fn nats_info(state: web::Data<AppState>) -> HttpResponse {
             pid: nats.pid(),
             ports: ports(&state),
             restarts: nats.restarts(),
+            supervision: supervision(&state),
             client_connected: state.nats_connected(),
             client_reconnects: nats.client_reconnects(),
             last_error: nats.last_error(),

@@ -165,6 +165,15 @@ impl AppState {
                 .unwrap_or_else(|| "nats-server is not running".into());
             problems.push(("nats_server".into(), reason));
         }
+        if let Some((silent, why)) = self.nats.jetstream_silence() {
+            problems.push((
+                "jetstream".into(),
+                format!(
+                    "jetstream of the supervised nats-server has not answered for {:.1}s: {why}",
+                    silent.as_secs_f64()
+                ),
+            ));
+        }
         let (publishers_up, workers) = self.publishers.connected();
         if !self.nats_connected() {
             problems.push(("nats_client".into(), "not connected to nats".into()));

@@ -1,5 +1,9 @@
 //! `GET /api/v1/status`, `GET /api/v1/broker/status`, `GET /api/v1/broker/health`: what the
-//! service, its NATS server and its streams are doing. Process facts (uptime, counters,
+//! service, its NATS server (with the supervisor's crash and JetStream-probe record), its
+//! streams and its NATS cluster (the snapshot's cluster section) are doing. Health is
+//! `healthy`, `degraded` (200, with the reason: a replica down while its stream keeps a
+//! quorum, a crash-looping child) or `unhealthy` (503: no stream leader or quorum,
+//! JetStream silent, NATS down, …). Process facts (uptime, counters,
 //! connection, readiness, restarts) are read live from the shared state; the figures that
 //! need a NATS round trip (streams with their state, server info, JetStream usage) come
 //! from the status snapshot, and `data.snapshot` says how old they are. While the snapshot
@@ -15,6 +19,8 @@ use serde_json::{json, Value};
 use super::envelope::{success, ApiError, ErrorCode};
 use super::state::{AppState, SnapshotView};
 use crate::collectors::CollectorsReport;
+use crate::nats::state::Snapshot;
+use crate::stats::cluster::{ClusterView, Level};
 use crate::stats::snapshot::SnapshotMeta;
 
 pub(super) fn server_status(state: &AppState) -> &'static str {
@@ -36,6 +42,7 @@ pub(super) fn server_status(state: &AppState) -> &'static str {
 enum Listed<'a> {
     Raw(&'a RawValue),
     Empty([(); 0]),
+    Null(Option<()>),
 }
 
 impl<'a> Listed<'a> {
@@ -195,6 +202,40 @@ pub(super) fn ports(state: &AppState) -> impl Serialize {
     }
 }
 
+/// The supervisor's record of the child: crashes and whether its JetStream answers.
+#[derive(Serialize)]
+pub(super) struct Supervision {
+    recent_crashes: usize,
+    crash_window_s: u64,
+    crash_looping: bool,
+    hang_restarts: u64,
+    jetstream_answering: bool,
+    jetstream_last_answer: Option<String>,
+    jetstream_error: Option<String>,
+}
+
+pub(super) fn supervision(state: &AppState) -> Option<Supervision> {
+    let nats = &state.nats;
+    if !nats.supervised {
+        return None;
+    }
+    let probe = nats.jetstream_probe();
+    let silence = nats.jetstream_silence();
+    Some(Supervision {
+        recent_crashes: nats.recent_crashes(),
+        crash_window_s: nats.crash_policy().window.as_secs(),
+        crash_looping: nats.crash_looping(),
+        hang_restarts: nats.hang_restarts(),
+        jetstream_answering: nats.server_up() && silence.is_none(),
+        jetstream_last_answer: probe.last_answer.map(rfc3339),
+        jetstream_error: silence.map(|(_, why)| why),
+    })
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 #[derive(Serialize)]
 struct BrokerNats<'a, P> {
     mode: &'static str,
@@ -202,6 +243,9 @@ struct BrokerNats<'a, P> {
     pid: Option<u32>,
     ports: P,
     restarts: u64,
+    /// Supervised mode only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supervision: Option<Supervision>,
     last_error: Option<String>,
     client_connected: bool,
     client_reconnects: u64,
@@ -246,13 +290,49 @@ struct BrokerStatus<'a, P> {
     nats: BrokerNats<'a, P>,
     streams: BrokerStreams,
     consumers: Vec<Value>,
+    /// The cluster section; `null` when the server is not clustered.
+    cluster: Listed<'a>,
     message_stats: MessageStats,
     snapshot: &'a SnapshotMeta,
+}
+
+/// The cluster section as a request shows it: the snapshot's while it is current; while
+/// it is stale, the node part read live from the monitoring snapshots (meta leader, peers),
+/// without streams; `None` when the server is not clustered.
+fn cluster_view(state: &AppState, view: &SnapshotView) -> Option<ClusterView> {
+    if let Some(figures) = view.current() {
+        return figures.cluster.clone();
+    }
+    if !state.config.nats.clustered() {
+        return view.latest().cluster.as_ref().map(|c| ClusterView {
+            streams: Vec::new(),
+            ..c.clone()
+        });
+    }
+    let nats = &state.nats;
+    let body = |s: Option<Snapshot>| s.map(|s| s.body);
+    let (varz, jsz, routez) = (body(nats.varz()), body(nats.jsz()), body(nats.routez()));
+    Some(ClusterView::from_monitoring(
+        varz.as_ref(),
+        jsz.as_ref().filter(|_| nats.server_up()),
+        routez.as_ref(),
+    ))
 }
 
 pub async fn broker_status(state: web::Data<AppState>) -> HttpResponse {
     let view = state.snapshot_view().await;
     let nats = &state.nats;
+    let live_cluster;
+    let cluster = match view.current() {
+        Some(figures) => Listed::Raw(&figures.rendered.cluster),
+        None => {
+            live_cluster =
+                cluster_view(&state, &view).and_then(|c| serde_json::value::to_raw_value(&c).ok());
+            live_cluster
+                .as_deref()
+                .map_or(Listed::Null(None), Listed::Raw)
+        }
+    };
     let data = BrokerStatus {
         service: "prism-broker",
         version: env!("CARGO_PKG_VERSION"),
@@ -270,6 +350,7 @@ pub async fn broker_status(state: web::Data<AppState>) -> HttpResponse {
             pid: nats.pid(),
             ports: ports(&state),
             restarts: nats.restarts(),
+            supervision: supervision(&state),
             last_error: nats.last_error(),
             client_connected: state.nats_connected(),
             client_reconnects: nats.client_reconnects(),
@@ -285,6 +366,7 @@ pub async fn broker_status(state: web::Data<AppState>) -> HttpResponse {
             total: view.current().map(|f| f.streams.len()),
         },
         consumers: configured_consumers(&state),
+        cluster,
         message_stats: message_stats(&state),
         snapshot: &view.meta,
     };
@@ -343,45 +425,139 @@ fn jetstream_check(view: &SnapshotView) -> Result<Value, String> {
     }
 }
 
+/// The `cluster` check, when the server is clustered: [`ClusterView::assess`] over the
+/// snapshot's cluster section (or, while it is stale, the node part read live, with the
+/// reason the stream replication is unknown).
+fn cluster_check(state: &AppState, view: &SnapshotView) -> Option<(Level, Value)> {
+    let cluster = cluster_view(state, view)?;
+    let duplicate = state.nats.duplicate_name().map(|(name, _)| name);
+    let specs = state.config.effective_streams();
+    let configured: Vec<&str> = match view.current() {
+        Some(_) => specs.iter().map(|s| s.name.as_str()).collect(),
+        None => Vec::new(),
+    };
+    let (mut level, mut reasons) = cluster.assess(&configured, duplicate.as_deref());
+    if let Some(stale) = &view.stale {
+        level = level.max(Level::Unhealthy);
+        reasons.push(format!("stream replication unknown: {stale}"));
+    }
+    let streams: Vec<Value> = cluster
+        .streams
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "leader": s.leader,
+                "replicas": s.replicas,
+                "replicas_current": s.replicas_current,
+                "max_lag": s.max_lag,
+                "quorum": s.quorum,
+                "status": s.status,
+                "reason": s.reason,
+            })
+        })
+        .collect();
+    Some((
+        level,
+        json!({
+            "name": cluster.name,
+            "this_node": cluster.this_node,
+            "size": cluster.size,
+            "meta_leader": cluster.meta_leader,
+            "peers_seen": cluster.peers_seen,
+            "duplicate_server_name": duplicate,
+            "streams": streams,
+            "reasons": reasons,
+        }),
+    ))
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Healthy => "healthy",
+        Level::Degraded => "degraded",
+        Level::Unhealthy => "unhealthy",
+    }
+}
+
+/// `healthy` and `degraded` (a replica down with quorum, a crash-looping child that is up)
+/// answer 200; `unhealthy` answers 503 naming the failing checks.
 pub async fn broker_health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let view = state.snapshot_view().await;
     let mut checks = serde_json::Map::new();
-    let mut healthy = true;
-    let mut check = |name: &str, ok: bool, detail: Value| {
-        healthy &= ok;
+    let mut overall = Level::Healthy;
+    let mut check = |name: &str, level: Level, detail: Value| {
+        overall = overall.max(level);
         checks.insert(
             name.into(),
-            json!({ "status": if ok { "healthy" } else { "unhealthy" }, "detail": detail }),
+            json!({ "status": level_name(level), "detail": detail }),
         );
     };
+    let ok = |healthy: bool| {
+        if healthy {
+            Level::Healthy
+        } else {
+            Level::Unhealthy
+        }
+    };
+    let mut crash_loop = None;
     if state.nats.supervised {
-        let up = state.nats.server_up();
-        check(
-            "nats_server",
-            up,
-            json!({ "pid": state.nats.pid(), "restarts": state.nats.restarts(), "last_error": state.nats.last_error() }),
-        );
+        let nats = &state.nats;
+        let up = nats.server_up();
+        let looping = nats.crash_looping();
+        let level = match (up, looping) {
+            (false, _) => Level::Unhealthy,
+            (true, true) => Level::Degraded,
+            (true, false) => Level::Healthy,
+        };
+        let mut detail = json!({
+            "pid": nats.pid(),
+            "restarts": nats.restarts(),
+            "recent_crashes": nats.recent_crashes(),
+            "crash_window_s": nats.crash_policy().window.as_secs(),
+            "crash_looping": looping,
+            "hang_restarts": nats.hang_restarts(),
+            "last_error": nats.last_error(),
+        });
+        if looping {
+            let reason = format!(
+                "crash-looping: {} crashes in the last {}s",
+                nats.recent_crashes(),
+                nats.crash_policy().window.as_secs()
+            );
+            detail["reason"] = json!(reason);
+            crash_loop = up.then_some(reason);
+        }
+        check("nats_server", level, detail);
     }
     let connected = state.nats_connected();
     check(
         "nats_client",
-        connected,
+        ok(connected),
         json!({ "connected": connected, "reconnects": state.nats.client_reconnects() }),
     );
-    match jetstream_check(&view) {
-        Ok(detail) => check("jetstream", true, detail),
-        Err(e) => check("jetstream", false, json!({ "error": e })),
+    match (state.nats.jetstream_silence(), jetstream_check(&view)) {
+        (Some((silent, why)), _) => check(
+            "jetstream",
+            Level::Unhealthy,
+            json!({
+                "error": format!("no answer from jetstream for {:.1}s: {why}", silent.as_secs_f64()),
+                "last_answer": state.nats.jetstream_probe().last_answer.map(rfc3339),
+            }),
+        ),
+        (None, Ok(detail)) => check("jetstream", Level::Healthy, detail),
+        (None, Err(e)) => check("jetstream", Level::Unhealthy, json!({ "error": e })),
     }
     let failures = state.streams.failures();
     check(
         "streams",
-        state.streams_ensured() && failures.is_empty(),
+        ok(state.streams_ensured() && failures.is_empty()),
         json!({ "ensured": state.streams_ensured(), "configured": configured_streams(&state) }),
     );
     let not_live = state.router.not_live();
     check(
         "router",
-        not_live.is_empty(),
+        ok(not_live.is_empty()),
         json!({
             "routes": state.router.table().routes().len(),
             "version": state.router.version(),
@@ -391,51 +567,59 @@ pub async fn broker_health(state: web::Data<AppState>) -> Result<HttpResponse, A
     let consumer_failures = state.consumers.failures();
     check(
         "consumers",
-        consumer_failures.is_empty(),
+        ok(consumer_failures.is_empty()),
         json!({ "configured": configured_consumers(&state) }),
     );
     // Degraded, not unhealthy: the broker works, something it watches does not.
     let mut reasons = Vec::new();
     let (collectors, degraded) = collectors_check(&state);
-    if let Some(reason) = degraded {
+    if let Some(reason) = &degraded {
         reasons.push(format!("collectors: {reason}"));
     }
-    let status = match (healthy, reasons.is_empty()) {
-        (false, _) => "unhealthy",
-        (true, false) => "degraded",
-        (true, true) => "healthy",
-    };
+    if let Some(reason) = crash_loop {
+        reasons.push(format!("nats_server: {reason}"));
+    }
+    overall = overall.max(if degraded.is_some() {
+        Level::Degraded
+    } else {
+        Level::Healthy
+    });
     checks.insert("collectors".into(), collectors);
+    if let Some((level, detail)) = cluster_check(&state, &view) {
+        if level == Level::Degraded {
+            for reason in detail["reasons"].as_array().into_iter().flatten() {
+                reasons.push(format!("cluster: {}", reason.as_str().unwrap_or_default()));
+            }
+        }
+        overall = overall.max(level);
+        checks.insert(
+            "cluster".into(),
+            json!({ "status": level_name(level), "detail": detail }),
+        );
+    }
     let data = json!({
-        "status": status,
+        "status": level_name(overall),
         "checks": checks,
         "reasons": reasons,
         "snapshot": view.meta,
     });
-    if healthy && reasons.is_empty() {
-        Ok(success("Broker is healthy", data))
-    } else if healthy {
-        Ok(success(
+    match overall {
+        Level::Healthy => Ok(success("Broker is healthy", data)),
+        Level::Degraded => Ok(success(
             format!("Broker is degraded: {}", reasons.join("; ")),
             data,
-        ))
-    } else {
-        let failing: Vec<&String> = checks
-            .iter()
-            .filter(|(_, c)| c["status"] == "unhealthy")
-            .map(|(name, _)| name)
-            .collect();
-        Err(ApiError::new(
-            ErrorCode::ServiceUnavailable,
-            format!(
-                "broker is unhealthy: {}",
-                failing
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-        .with_data(data))
+        )),
+        Level::Unhealthy => {
+            let failing: Vec<&str> = checks
+                .iter()
+                .filter(|(_, c)| c["status"] == "unhealthy")
+                .map(|(name, _)| name.as_str())
+                .collect();
+            Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                format!("broker is unhealthy: {}", failing.join(", ")),
+            )
+            .with_data(data))
+        }
     }
 }

@@ -36,7 +36,8 @@ pub use units::{ByteSize, Span};
 pub struct BrokerConfig {
     pub service: ServiceConfig,
     pub nats: NatsConfig,
-    /// Streams merged over the defaults (`MARKET_DATA`, `SYSTEM_EVENTS`, `SERVICE_LOGS`).
+    /// Streams merged over the defaults (`MARKET_DATA`, `SYSTEM_EVENTS`, `SERVICE_LOGS`,
+    /// `DEAD_LETTERS`).
     pub streams: BTreeMap<String, StreamConfig>,
     pub router: RouterConfig,
     /// Durable consumers kept for downstream services, by durable name.
@@ -128,8 +129,11 @@ pub struct NatsConfig {
     /// Client accounts written into the child's config; the broker adds its own user.
     pub users: Vec<UserConfig>,
     pub tls: Option<TlsConfig>,
-    /// Backoff between restarts of a child that died.
+    /// Backoff between restarts of a child that died, and when restarts count as a crash loop.
     pub restart: RestartConfig,
+    /// A child whose JetStream (probed on `/jsz` every second) has not answered for this long
+    /// is killed and restarted (a hang restart); 0 only reports it.
+    pub hang_timeout: Span,
     /// How long to wait for `/healthz` after starting the child.
     pub ready_timeout: Span,
     /// How long to wait for the child to exit after SIGTERM before SIGKILL.
@@ -153,6 +157,7 @@ impl Default for NatsConfig {
             users: Vec::new(),
             tls: None,
             restart: RestartConfig::default(),
+            hang_timeout: Span::secs(10),
             ready_timeout: Span::secs(10),
             stop_timeout: Span::secs(5),
         }
@@ -174,6 +179,63 @@ impl NatsConfig {
     /// The supervised server's monitoring endpoint `path` (e.g. `/varz`).
     pub fn monitor_url(&self, path: &str) -> String {
         format!("http://{}:{}{path}", self.local_url_host(), self.http_port)
+    }
+
+    /// True when the broker supervises a clustered server (`auto_start` with
+    /// `nats.cluster.name`).
+    pub fn clustered(&self) -> bool {
+        self.auto_start && self.cluster.name.is_some()
+    }
+
+    /// The number of nodes of the supervised server's cluster: 1 when not clustered,
+    /// `nats.cluster.size` when given, else 1 + the distinct routes that do not lead back to
+    /// this node. `None` in external mode (the broker cannot know).
+    pub fn cluster_size(&self) -> Option<usize> {
+        if !self.auto_start {
+            return None;
+        }
+        if !self.clustered() {
+            return Some(1);
+        }
+        if let Some(size) = self.cluster.size {
+            return Some(size);
+        }
+        let mut peers: Vec<(String, u16)> = Vec::new();
+        for route in &self.cluster.routes {
+            let Ok(parsed) = RouteUrl::parse(route) else {
+                continue;
+            };
+            let key = (parsed.host.to_ascii_lowercase(), parsed.port);
+            if !self.is_self_route(&key.0, key.1) && !peers.contains(&key) {
+                peers.push(key);
+            }
+        }
+        Some(1 + peers.len())
+    }
+
+    /// A route to `host:port` leads back to this node: its cluster port on a local or own
+    /// address, or its advertised address.
+    fn is_self_route(&self, host: &str, port: u16) -> bool {
+        if let Some((adv_host, adv_port)) =
+            self.cluster.advertise.as_deref().and_then(split_host_port)
+        {
+            if adv_host.eq_ignore_ascii_case(host) && adv_port == port {
+                return true;
+            }
+        }
+        let own = self.host.to_ascii_lowercase();
+        port != 0
+            && port == self.cluster.port
+            && (host == own || matches!(host, "127.0.0.1" | "localhost" | "::1" | "[::1]"))
+    }
+
+    /// Replicas of the default streams: 3 in a supervised cluster of three or more nodes,
+    /// else 1.
+    pub fn default_replicas(&self) -> usize {
+        match self.cluster_size() {
+            Some(size) if self.clustered() && size >= 3 => 3,
+            _ => 1,
+        }
     }
 
     /// The URLs the broker's own client connects to.
@@ -245,15 +307,26 @@ impl Default for ServerLimits {
     }
 }
 
-/// Set `name` and `routes` to join a cluster.
+/// Set `name` and `routes` to join a cluster (with `nats.server_name` set, unique per node).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// The cluster's name, the same on every node.
     pub name: Option<String>,
     /// Route listen port; 0 picks one at the first start (kept for restarts).
     pub port: u16,
-    /// Seed routes, e.g. `nats-route://node2:6222`.
+    /// Routes to the other nodes, e.g. `nats-route://node2:6222` (a route to this node itself
+    /// is allowed and ignored by nats-server). A JetStream cluster node needs at least one.
     pub routes: Vec<String>,
+    /// `host:port` the other nodes reach this node's route port at, when it differs from
+    /// the listen address (NAT, containers); rendered as nats-server's `cluster.advertise`.
+    pub advertise: Option<String>,
+    /// Credentials every route must present; also added to `routes` that carry none.
+    /// Required when `nats.users` is set.
+    pub authorization: Option<RouteAuthorization>,
+    /// Number of nodes in the cluster; default 1 + the distinct routes that do not lead back
+    /// to this node. Bounds stream `replicas`.
+    pub size: Option<usize>,
 }
 
 impl Default for ClusterConfig {
@@ -262,8 +335,74 @@ impl Default for ClusterConfig {
             name: None,
             port: 6222,
             routes: Vec::new(),
+            advertise: None,
+            authorization: None,
+            size: None,
         }
     }
+}
+
+/// `nats.cluster.authorization`: the user and password of route connections.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteAuthorization {
+    pub user: String,
+    pub password: String,
+}
+
+/// A parsed `nats-route://[user:password@]host:port` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteUrl {
+    /// `user:password` when the URL carries credentials.
+    pub userinfo: Option<String>,
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl RouteUrl {
+    /// Parses a route URL; the error says what is wrong.
+    pub fn parse(url: &str) -> Result<RouteUrl, String> {
+        let rest = url
+            .strip_prefix("nats-route://")
+            .ok_or_else(|| format!("{url:?}: must start with nats-route://"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') || rest.contains('?') || rest.contains('#') {
+            return Err(format!("{url:?}: expected nats-route://host:port, no path"));
+        }
+        let (userinfo, hostport) = match rest.rsplit_once('@') {
+            Some((userinfo, hostport)) if !userinfo.is_empty() => {
+                (Some(userinfo.to_string()), hostport)
+            }
+            Some(_) => return Err(format!("{url:?}: empty credentials before @")),
+            None => (None, rest),
+        };
+        let (host, port) = split_host_port(hostport)
+            .ok_or_else(|| format!("{url:?}: expected nats-route://host:port with a port"))?;
+        if port == 0 {
+            return Err(format!("{url:?}: port must be between 1 and 65535"));
+        }
+        Ok(RouteUrl {
+            userinfo,
+            host,
+            port,
+        })
+    }
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6); `None` without a valid port or host.
+pub fn split_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return None;
+    }
+    Some((host.to_string(), port))
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -295,17 +434,26 @@ pub struct TlsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RestartConfig {
     pub initial_backoff: Span,
+    /// The cap of the doubling backoff: a few seconds, so the service publishes again
+    /// within 5 s of any single crash, even in a crash loop.
     pub max_backoff: Span,
     /// A child that stayed up this long resets the backoff to `initial_backoff`.
     pub reset_after: Span,
+    /// Crashes (unexpected exits and hang restarts) within this window are the recent
+    /// ones, reported in health and metrics.
+    pub crash_window: Span,
+    /// This many recent crashes make the child count as crash-looping.
+    pub crash_loop_after: u32,
 }
 
 impl Default for RestartConfig {
     fn default() -> Self {
         RestartConfig {
             initial_backoff: Span::millis(250),
-            max_backoff: Span::secs(30),
+            max_backoff: Span::secs(2),
             reset_after: Span::secs(60),
+            crash_window: Span::secs(300),
+            crash_loop_after: 3,
         }
     }
 }
@@ -366,9 +514,14 @@ impl Default for ConsumerDefaults {
 
 impl BrokerConfig {
     /// The streams the service ensures: the defaults (and `DEAD_LETTERS` for
-    /// `router.dead_letter_prefix`) with `streams:` merged over them.
+    /// `router.dead_letter_prefix`) with `streams:` merged over them. The defaults get
+    /// [`NatsConfig::default_replicas`] unless their entry sets `replicas`.
     pub fn effective_streams(&self) -> Vec<StreamSpec> {
-        streams::merge(&self.streams, &self.router.dead_letter_prefix)
+        streams::merge(
+            &self.streams,
+            &self.router.dead_letter_prefix,
+            self.nats.default_replicas(),
+        )
     }
 
     /// The durable consumers the service ensures after the streams (`consumers:`).

@@ -169,15 +169,17 @@ pub fn dead_letter_stream(prefix: &str) -> StreamSpec {
     }
 }
 
-/// Defaults (with the dead-letter stream for `dead_letter_prefix`) and the configured
-/// entries merged over them, defaults first.
+/// Defaults (with the dead-letter stream for `dead_letter_prefix`, each with
+/// `default_replicas`) and the configured entries merged over them, defaults first.
 pub fn merge(
     configured: &BTreeMap<String, StreamConfig>,
     dead_letter_prefix: &str,
+    default_replicas: usize,
 ) -> Vec<StreamSpec> {
     let mut specs = default_streams();
     specs.push(dead_letter_stream(dead_letter_prefix));
     for spec in &mut specs {
+        spec.replicas = default_replicas;
         if let Some(config) = configured.get(&spec.name) {
             *spec = spec.clone().merged(config);
         }

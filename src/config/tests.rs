@@ -185,7 +185,7 @@ fn the_docker_config_is_valid() {
 #[test]
 fn port_zero_is_accepted_everywhere_and_never_a_collision() {
     let config = parse_str(
-        "service: { port: 0, ports_file: run/ports.json }\nnats:\n  port: 0\n  http_port: 0\n  cluster: { name: c, port: 0 }\n",
+        "service: { port: 0, ports_file: run/ports.json }\nnats:\n  port: 0\n  http_port: 0\n  server_name: n1\n  cluster: { name: c, port: 0, routes: [nats-route://127.0.0.1:7000] }\n",
     )
     .unwrap();
     assert_eq!(config.service.port, 0);
@@ -201,7 +201,7 @@ fn port_zero_is_accepted_everywhere_and_never_a_collision() {
 #[test]
 fn fixed_ports_still_collide_and_a_ports_file_must_be_a_file() {
     let err = parse_str(
-        "service: { ports_file: \"\" }\nnats:\n  port: 0\n  http_port: 7000\n  cluster: { name: c, port: 7000 }\n",
+        "service: { ports_file: \"\" }\nnats:\n  port: 0\n  http_port: 7000\n  server_name: n1\n  cluster: { name: c, port: 7000, routes: [nats-route://127.0.0.1:7001] }\n",
     )
     .unwrap_err();
     assert_eq!(
@@ -395,4 +395,194 @@ fn the_marketprism_config_is_valid_and_what_the_deployment_uses() {
         );
     }
     assert_eq!(config.collectors, CollectorsConfig::default());
+}
+
+#[test]
+fn restart_defaults_recover_within_seconds_and_hang_timeout_is_ten_seconds() {
+    let config = parse_str("").unwrap();
+    let restart = &config.nats.restart;
+    assert_eq!(restart.max_backoff.duration().as_secs(), 2);
+    assert_eq!(restart.initial_backoff.duration().as_millis(), 250);
+    assert_eq!(restart.crash_window.duration().as_secs(), 300);
+    assert_eq!(restart.crash_loop_after, 3);
+    assert_eq!(config.nats.hang_timeout.duration().as_secs(), 10);
+    let config = parse_str("nats: { hang_timeout: 0 }\n").unwrap();
+    assert!(config.nats.hang_timeout.duration().is_zero(), "0 disables");
+    let err = parse_str(
+        "nats:\n  hang_timeout: 500ms\n  restart: { crash_window: 0, crash_loop_after: 0 }\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        problem_paths(&err),
+        [
+            "nats.restart.crash_window",
+            "nats.restart.crash_loop_after",
+            "nats.hang_timeout"
+        ]
+    );
+}
+
+const CLUSTER_NODE: &str = "nats:\n  server_name: node1\n  cluster:\n    name: prism\n    port: 6222\n    routes: [nats-route://node2:6222, nats-route://node3:6222]\n";
+
+#[test]
+fn a_cluster_of_three_gets_three_replicas_for_the_default_streams() {
+    let config = parse_str(CLUSTER_NODE).unwrap();
+    assert!(config.nats.clustered());
+    assert_eq!(config.nats.cluster_size(), Some(3));
+    for spec in config.effective_streams() {
+        assert_eq!(spec.replicas, 3, "{}", spec.name);
+    }
+    // The config says otherwise: it wins, for that stream only.
+    let text = format!("{CLUSTER_NODE}streams:\n  SERVICE_LOGS: {{ replicas: 1 }}\n  OWN: {{ subjects: [own.>] }}\n");
+    let specs = parse_str(&text).unwrap().effective_streams();
+    let replicas = |name: &str| specs.iter().find(|s| s.name == name).unwrap().replicas;
+    assert_eq!(replicas("SERVICE_LOGS"), 1);
+    assert_eq!(replicas("MARKET_DATA"), 3);
+    assert_eq!(replicas("DEAD_LETTERS"), 3);
+    assert_eq!(
+        replicas("OWN"),
+        1,
+        "streams the config adds keep 1 unless they say"
+    );
+    // Not clustered, or a cluster of two: one replica each.
+    for spec in parse_str("").unwrap().effective_streams() {
+        assert_eq!(spec.replicas, 1);
+    }
+    let two = "nats:\n  server_name: a\n  cluster: { name: c, routes: [nats-route://b:6222] }\n";
+    let config = parse_str(two).unwrap();
+    assert_eq!(config.nats.cluster_size(), Some(2));
+    assert!(config.effective_streams().iter().all(|s| s.replicas == 1));
+}
+
+#[test]
+fn cluster_size_counts_distinct_routes_that_are_not_this_node() {
+    // The same route list on every node (this node's own route included) is common.
+    let text = "nats:\n  server_name: n1\n  host: 127.0.0.1\n  cluster:\n    name: c\n    port: 7001\n    routes: [nats-route://127.0.0.1:7001, nats-route://127.0.0.1:7002, nats-route://127.0.0.1:7003, nats-route://localhost:7001]\n";
+    assert_eq!(parse_str(text).unwrap().nats.cluster_size(), Some(3));
+    let text = "nats:\n  server_name: n1\n  cluster:\n    name: c\n    advertise: node1.example:6222\n    routes: [nats-route://node1.example:6222, nats-route://node2.example:6222]\n";
+    assert_eq!(parse_str(text).unwrap().nats.cluster_size(), Some(2));
+    // An explicit size wins (e.g. a node that knows one seed of a five-node cluster).
+    let text = "nats:\n  server_name: n4\n  cluster: { name: c, size: 5, routes: [nats-route://seed:6222] }\nstreams:\n  MARKET_DATA: { replicas: 5 }\n";
+    let config = parse_str(text).unwrap();
+    assert_eq!(config.nats.cluster_size(), Some(5));
+    assert_eq!(config.effective_streams()[0].replicas, 5);
+    // External mode: the broker cannot know.
+    let config =
+        parse_str("nats: { auto_start: false }\nstreams:\n  MARKET_DATA: { replicas: 3 }\n")
+            .unwrap();
+    assert_eq!(config.nats.cluster_size(), None);
+    assert_eq!(config.effective_streams()[0].replicas, 3);
+}
+
+#[test]
+fn replicas_are_checked_against_the_cluster() {
+    let err = parse_str("streams:\n  MARKET_DATA: { replicas: 3 }\n").unwrap_err();
+    assert_eq!(problem_paths(&err), ["streams.MARKET_DATA.replicas"]);
+    assert!(err.to_string().contains("not clustered"), "{err}");
+    let text = format!("{CLUSTER_NODE}streams:\n  MARKET_DATA: {{ replicas: 4 }}\n  X: {{ subjects: [x.>], replicas: 0 }}\n");
+    let err = parse_str(&text).unwrap_err();
+    assert_eq!(
+        problem_paths(&err),
+        ["streams.MARKET_DATA.replicas", "streams.X.replicas"]
+    );
+    assert!(err.to_string().contains("cluster has 3 nodes"), "{err}");
+}
+
+#[test]
+fn every_cluster_problem_is_reported_at_once() {
+    let err = parse_str(
+        "nats:\n  users: [{ user: app, password: pw }]\n  cluster:\n    name: \"my cluster\"\n    advertise: nohost\n    size: 0\n    routes: [\"nats://node2:6222\", \"nats-route://node3\", \"nats-route://node4:6222/x\", \"nats-route://node5:6222\", \"nats-route://node5:6222\", \"nats-route://node6:0\"]\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        problem_paths(&err),
+        [
+            "nats.cluster.name",
+            "nats.server_name",
+            "nats.cluster.routes[0]",
+            "nats.cluster.routes[1]",
+            "nats.cluster.routes[2]",
+            "nats.cluster.routes[4]",
+            "nats.cluster.routes[5]",
+            "nats.cluster.advertise",
+            "nats.cluster.authorization",
+            "nats.cluster.size",
+        ],
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("must start with nats-route://"), "{text}");
+    assert!(text.contains("unique in the cluster"), "{text}");
+    assert!(text.contains("listed twice"), "{text}");
+    // No routes at all, and credentials that are empty.
+    let err = parse_str(
+        "nats:\n  server_name: n1\n  cluster: { name: c, authorization: { user: \"\", password: \"\" } }\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        problem_paths(&err),
+        [
+            "nats.cluster.routes",
+            "nats.cluster.authorization.user",
+            "nats.cluster.authorization.password"
+        ]
+    );
+    assert!(err.to_string().contains("at least one route"), "{err}");
+    // Cluster fields without a cluster name.
+    let err = parse_str(
+        "nats:\n  server_name: \"a b\"\n  cluster: { routes: [nats-route://b:1], advertise: \"a:1\", size: 3 }\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        problem_paths(&err),
+        [
+            "nats.server_name",
+            "nats.cluster.routes",
+            "nats.cluster.advertise",
+            "nats.cluster.size"
+        ]
+    );
+}
+
+#[test]
+fn a_complete_secured_cluster_node_is_valid() {
+    let config = parse_str(
+        "nats:\n  server_name: node2\n  users: [{ user: app, password: pw }]\n  cluster:\n    name: prism\n    port: 0\n    advertise: \"[fd00::2]:6222\"\n    authorization: { user: route, password: s3cret }\n    routes: [\"nats-route://node1:6222\", \"nats-route://route:s3cret@[fd00::3]:6222\"]\n",
+    )
+    .unwrap();
+    assert_eq!(config.nats.cluster_size(), Some(3));
+    assert_eq!(
+        RouteUrl::parse("nats-route://route:s3cret@[fd00::3]:6222").unwrap(),
+        RouteUrl {
+            userinfo: Some("route:s3cret".into()),
+            host: "fd00::3".into(),
+            port: 6222
+        }
+    );
+}
+
+#[test]
+fn the_cluster_node_configs_are_valid_and_distinct() {
+    let mut ports = std::collections::HashSet::new();
+    let mut names = std::collections::HashSet::new();
+    for n in 1..=3 {
+        let path = format!("{}/config/cluster/node{n}.yaml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = parse(&text, &path, &EnvSource::default()).unwrap();
+        assert!(config.nats.clustered(), "{path}");
+        assert_eq!(config.nats.cluster_size(), Some(3), "{path}");
+        assert!(names.insert(config.nats.server_name.clone().unwrap()));
+        for port in [
+            config.service.port,
+            config.nats.port,
+            config.nats.http_port,
+            config.nats.cluster.port,
+        ] {
+            assert!(port != 0 && ports.insert(port), "{path}: port {port}");
+        }
+        let market = &config.effective_streams()[0];
+        assert_eq!((market.name.as_str(), market.replicas), ("MARKET_DATA", 3));
+        // Each node routes to the two others.
+        assert_eq!(config.nats.cluster.routes.len(), 2, "{path}");
+    }
 }

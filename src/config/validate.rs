@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::streams::validate_stream_name;
-use super::{BrokerConfig, ConfigProblem};
+use super::{split_host_port, BrokerConfig, ConfigProblem, NatsConfig, RouteUrl};
 use crate::subject;
 
 pub fn validate(config: &BrokerConfig) -> Vec<ConfigProblem> {
@@ -78,19 +78,8 @@ pub fn validate(config: &BrokerConfig) -> Vec<ConfigProblem> {
                 "must be greater than 0".into(),
             );
         }
-        if nats
-            .cluster
-            .name
-            .as_deref()
-            .is_some_and(|n| n.trim().is_empty())
-        {
-            problem("nats.cluster.name", "must not be empty when set".into());
-        }
-        if nats.cluster.name.is_none() && !nats.cluster.routes.is_empty() {
-            problem(
-                "nats.cluster.routes",
-                "routes need nats.cluster.name".into(),
-            );
+        for (path, message) in cluster_problems(nats) {
+            problem(&path, message);
         }
         let mut users = HashSet::new();
         for (i, user) in nats.users.iter().enumerate() {
@@ -139,6 +128,20 @@ pub fn validate(config: &BrokerConfig) -> Vec<ConfigProblem> {
             problem(
                 "nats.restart.initial_backoff",
                 "must be greater than 0 and at most max_backoff".into(),
+            );
+        }
+        if nats.restart.crash_window.duration().is_zero() {
+            problem("nats.restart.crash_window", "must be greater than 0".into());
+        }
+        if nats.restart.crash_loop_after == 0 {
+            problem("nats.restart.crash_loop_after", "must be at least 1".into());
+        }
+        let hang = nats.hang_timeout.duration();
+        if !hang.is_zero() && hang < std::time::Duration::from_secs(2) {
+            problem(
+                "nats.hang_timeout",
+                "must be at least 2s (the probe's own timeout), or 0 to never restart a hung server"
+                    .into(),
             );
         }
         if nats.ready_timeout.duration().is_zero() {
@@ -196,11 +199,27 @@ pub fn validate(config: &BrokerConfig) -> Vec<ConfigProblem> {
         for filter in &spec.subjects {
             seen_subjects.push((spec.name.clone(), filter.clone()));
         }
-        if !(1..=5).contains(&spec.replicas) {
-            problem(
+        // An invalid nats.cluster.size is reported on its own.
+        match config.nats.cluster_size().filter(|s| (1..=64).contains(s)) {
+            _ if !(1..=5).contains(&spec.replicas) => problem(
                 &format!("{path}.replicas"),
                 "must be between 1 and 5".into(),
-            );
+            ),
+            Some(_) if !config.nats.clustered() && spec.replicas > 1 => problem(
+                &format!("{path}.replicas"),
+                format!(
+                    "{} replicas need a cluster: the supervised server is not clustered (nats.cluster.name), so a stream has 1 replica",
+                    spec.replicas
+                ),
+            ),
+            Some(size) if spec.replicas > size => problem(
+                &format!("{path}.replicas"),
+                format!(
+                    "{} replicas but the cluster has {size} nodes (1 + distinct nats.cluster.routes, or nats.cluster.size)",
+                    spec.replicas
+                ),
+            ),
+            _ => {}
         }
         if spec.max_msgs > i64::MAX as u64 {
             problem(&format!("{path}.max_msgs"), "too large".into());
@@ -251,5 +270,110 @@ pub fn validate(config: &BrokerConfig) -> Vec<ConfigProblem> {
         &config.consumers,
         &config.effective_streams(),
     ));
+    problems
+}
+
+/// Problems of `nats.server_name` and `nats.cluster` (supervised mode): what a node of a
+/// JetStream cluster needs to start and to be told apart.
+fn cluster_problems(nats: &NatsConfig) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let mut problem = |path: &str, message: String| problems.push((path.to_string(), message));
+    let cluster = &nats.cluster;
+    if let Some(name) = &nats.server_name {
+        if name.trim().is_empty() || name.contains(char::is_whitespace) {
+            problem(
+                "nats.server_name",
+                "must be a non-empty name without spaces".into(),
+            );
+        }
+    }
+    let Some(name) = &cluster.name else {
+        for (field, set) in [
+            ("routes", !cluster.routes.is_empty()),
+            ("advertise", cluster.advertise.is_some()),
+            ("authorization", cluster.authorization.is_some()),
+            ("size", cluster.size.is_some()),
+        ] {
+            if set {
+                problem(
+                    &format!("nats.cluster.{field}"),
+                    "needs nats.cluster.name (the cluster is off without it)".into(),
+                );
+            }
+        }
+        return problems;
+    };
+    if name.trim().is_empty() || name.contains(char::is_whitespace) {
+        problem(
+            "nats.cluster.name",
+            "must be a non-empty name without spaces".into(),
+        );
+    }
+    if nats.server_name.is_none() {
+        problem(
+            "nats.server_name",
+            "must be set when clustering: each node needs its own name, unique in the cluster"
+                .into(),
+        );
+    }
+    if cluster.routes.is_empty() {
+        problem(
+            "nats.cluster.routes",
+            "a JetStream cluster node needs at least one route to another node (nats-route://host:port)"
+                .into(),
+        );
+    }
+    let mut seen = Vec::new();
+    for (i, route) in cluster.routes.iter().enumerate() {
+        match RouteUrl::parse(route) {
+            Ok(url) => {
+                let key = (url.host.to_ascii_lowercase(), url.port);
+                if seen.contains(&key) {
+                    problem(
+                        &format!("nats.cluster.routes[{i}]"),
+                        format!("{route:?} is listed twice"),
+                    );
+                }
+                seen.push(key);
+            }
+            Err(e) => problem(&format!("nats.cluster.routes[{i}]"), e),
+        }
+    }
+    if let Some(advertise) = &cluster.advertise {
+        match split_host_port(advertise) {
+            Some((_, port)) if port != 0 => {}
+            _ => problem(
+                "nats.cluster.advertise",
+                format!("{advertise:?}: expected host:port with a port between 1 and 65535"),
+            ),
+        }
+    }
+    match &cluster.authorization {
+        Some(auth) => {
+            if auth.user.trim().is_empty() {
+                problem(
+                    "nats.cluster.authorization.user",
+                    "must not be empty".into(),
+                );
+            }
+            if auth.password.is_empty() {
+                problem(
+                    "nats.cluster.authorization.password",
+                    "must not be empty".into(),
+                );
+            }
+        }
+        None if !nats.users.is_empty() => problem(
+            "nats.cluster.authorization",
+            "nats.users is set: routes need credentials too ({user, password}), or any host reaching the route port joins the cluster"
+                .into(),
+        ),
+        None => {}
+    }
+    if let Some(size) = cluster.size {
+        if !(1..=64).contains(&size) {
+            problem("nats.cluster.size", "must be between 1 and 64".into());
+        }
+    }
     problems
 }

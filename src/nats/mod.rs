@@ -9,7 +9,7 @@ pub mod state;
 
 pub use client::connect;
 pub use process::{find_binary, NatsProcessActor, NatsProcessError, StartServer, StopServer};
-pub use state::{NatsState, ServerPorts};
+pub use state::{CrashPolicy, JetStreamProbe, NatsState, ServerPorts};
 
 /// The user the broker adds to the child's config for its own connection when
 /// `nats.users` is set.

@@ -1,9 +1,23 @@
 //! `NatsProcessActor`: owns the supervised `nats-server` child. It writes the generated
 //! config, has the server test it, starts the child with its output going to a log file
 //! under `data_dir`, reads the ports the child really listens on from its ports file,
-//! waits for `/healthz`, restarts a child that died with capped exponential backoff, takes
-//! `/varz` and `/jsz` snapshots on a timer, and stops the child gracefully (SIGTERM, wait,
-//! SIGKILL) on shutdown.
+//! waits for `/healthz?js-enabled-only=true` (a cluster node is up before its cluster has a
+//! meta leader), restarts a child that died with capped exponential backoff, and stops the
+//! child gracefully (SIGTERM, wait, SIGKILL) on shutdown.
+//!
+//! **Probe.** Every second it asks the child's `/jsz` (bounded by [`PROBE_TIMEOUT`]): the
+//! answer is the `/jsz` snapshot the rest of the service reads ([`NatsState::jsz`]), and
+//! whether JetStream answers and when it last did goes into [`NatsState`]. A child whose
+//! JetStream has not answered for `nats.hang_timeout` (a hung server, e.g. nats-server 2.9
+//! with a full disk, or a stopped process) is killed and restarted: a hang restart, counted
+//! and logged like a crash. A clustered child's log is also watched for a duplicate server
+//! name reported by a peer.
+//!
+//! **Crashes.** Every unexpected exit and hang restart is a crash: counted, logged with the
+//! recent crashes (`nats.restart.crash_window`) and reported as a crash loop from
+//! `nats.restart.crash_loop_after` on. The backoff is capped by `nats.restart.max_backoff`
+//! (2 s by default), so even a crash loop leaves the service publishing again within
+//! seconds of each crash.
 //!
 //! A port configured as `0` is picked by nats-server at the first start; the actor then
 //! pins it, so every restart of the child listens on the same ports (clients and cluster
@@ -30,10 +44,13 @@ use super::server_conf::{self, BrokerCredentials, PortsFileError, ServerPaths};
 use super::state::{NatsState, ServerPorts};
 use crate::config::NatsConfig;
 
-/// How often the monitoring snapshots are refreshed.
-const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(5);
-/// Bound on one monitoring request.
-const MONITOR_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the child's JetStream is probed (`/jsz`).
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Bound on one probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most this much of the child's log is read per probe when looking for a duplicate
+/// server name.
+const LOG_SCAN_LIMIT: u64 = 256 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsProcessError {
@@ -275,7 +292,7 @@ impl Launcher {
                             "nats-server listening"
                         );
                         last_problem = format!(
-                            "http://{}:{}/healthz did not answer 200",
+                            "http://{}:{}/healthz?js-enabled-only=true did not answer 200",
                             self.config.local_url_host(),
                             found.http
                         );
@@ -285,8 +302,10 @@ impl Launcher {
                 }
             }
             if let Some(ports) = ports {
+                // JetStream enabled is enough: a cluster node has no meta leader until its
+                // peers answer, and must be up for them to.
                 let url = format!(
-                    "http://{}:{}/healthz",
+                    "http://{}:{}/healthz?js-enabled-only=true",
                     self.config.local_url_host(),
                     ports.http
                 );
@@ -336,6 +355,12 @@ pub struct NatsProcessActor {
     up_since: Option<Instant>,
     stopping: bool,
     restart_pending: bool,
+    /// A `/jsz` probe is in flight.
+    probing: bool,
+    /// The generation of a child killed because its JetStream stopped answering.
+    hang_killed: Option<u64>,
+    /// How far the child's log has been scanned for duplicate server names.
+    log_offset: u64,
 }
 
 impl NatsProcessActor {
@@ -367,6 +392,9 @@ impl NatsProcessActor {
             up_since: None,
             stopping: false,
             restart_pending: false,
+            probing: false,
+            hang_killed: None,
+            log_offset: 0,
         }
     }
 
@@ -388,7 +416,12 @@ impl NatsProcessActor {
         self.up_since = Some(Instant::now());
         pin_ports(&mut self.launcher.config, ports);
         self.state.set_ports(ports);
+        self.state.reset_probe();
         self.state.mark_up(pid);
+        // Only what this child logs from now on is scanned.
+        self.log_offset = std::fs::metadata(&self.launcher.paths.log_file)
+            .map(|m| m.len())
+            .unwrap_or(0);
         let (tx, rx) = watch::channel(false);
         self.exited = Some(rx);
         let addr = ctx.address();
@@ -400,7 +433,7 @@ impl NatsProcessActor {
             let _ = tx.send(true);
             addr.do_send(ChildExited { generation, status });
         });
-        self.refresh_snapshots(ctx);
+        self.probe(ctx);
     }
 
     fn schedule_restart(&mut self, ctx: &mut Context<Self>) {
@@ -446,37 +479,144 @@ impl NatsProcessActor {
         });
     }
 
-    fn refresh_snapshots(&self, ctx: &mut Context<Self>) {
-        if !self.state.server_up() {
+    /// One probe tick: a child whose JetStream has been silent too long is killed, a
+    /// clustered child's new log lines are scanned, and a `/jsz` probe is started unless
+    /// one is in flight.
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        let Some(pid) = self.pid else {
+            return;
+        };
+        if self.stopping || !self.state.server_up() {
             return;
         }
+        if self.kill_if_hung(pid) {
+            return;
+        }
+        if self.launcher.config.clustered() {
+            self.scan_log();
+        }
+        if self.probing {
+            return;
+        }
+        self.probing = true;
+        let generation = self.generation;
         let http = self.launcher.http.clone();
-        let base = self.launcher.config.monitor_url("");
-        let state = self.state.clone();
+        let url = self.launcher.config.monitor_url("/jsz");
         ctx.spawn(
-            async move {
-                for (endpoint, store) in [
-                    (
-                        "varz",
-                        NatsState::set_varz as fn(&NatsState, serde_json::Value),
-                    ),
-                    ("jsz", NatsState::set_jsz),
-                ] {
-                    let body = http
-                        .get(format!("{base}/{endpoint}"))
-                        .timeout(MONITOR_TIMEOUT)
-                        .send()
-                        .await;
-                    if let Ok(response) = body {
-                        if let Ok(value) = response.json::<serde_json::Value>().await {
-                            store(&state, value);
-                        }
+            async move { probe_jsz(&http, &url).await }
+                .into_actor(self)
+                .map(move |outcome, act, _ctx| {
+                    act.probing = false;
+                    if generation != act.generation || !act.state.server_up() {
+                        return;
                     }
-                }
-            }
-            .into_actor(self),
+                    let was_answering = act.state.jetstream_probe().answering;
+                    match &outcome {
+                        Err(e) if was_answering => {
+                            warn!(error = %e, "nats-server jetstream did not answer the probe")
+                        }
+                        Ok(_) if !was_answering => info!("nats-server jetstream answers again"),
+                        _ => {}
+                    }
+                    act.state.record_probe(outcome);
+                }),
         );
     }
+
+    /// Kills the child when its JetStream has not answered for `nats.hang_timeout`.
+    fn kill_if_hung(&mut self, pid: u32) -> bool {
+        let timeout = self.launcher.config.hang_timeout.duration();
+        if timeout.is_zero() || self.hang_killed == Some(self.generation) {
+            return false;
+        }
+        let Some((silent, why)) = self.state.jetstream_silence() else {
+            return false;
+        };
+        if silent < timeout {
+            return false;
+        }
+        error!(
+            pid,
+            silent_ms = silent.as_millis() as u64,
+            hang_timeout_ms = timeout.as_millis() as u64,
+            error = %why,
+            "nats-server jetstream stopped answering; killing the hung server to restart it"
+        );
+        self.hang_killed = Some(self.generation);
+        self.state.set_error(Some(format!(
+            "nats-server jetstream did not answer for {:.1}s ({why}); restarting it",
+            silent.as_secs_f64()
+        )));
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        true
+    }
+
+    /// Looks for `duplicate name` in what the child logged since the last scan.
+    fn scan_log(&mut self) {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = &self.launcher.paths.log_file;
+        let Ok(mut file) = std::fs::File::open(path) else {
+            return;
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < self.log_offset {
+            self.log_offset = 0; // truncated or replaced
+        }
+        let start = self.log_offset.max(len.saturating_sub(LOG_SCAN_LIMIT));
+        if start >= len || file.seek(SeekFrom::Start(start)).is_err() {
+            self.log_offset = len;
+            return;
+        }
+        let mut text = Vec::new();
+        let _ = file.take(len - start).read_to_end(&mut text);
+        self.log_offset = len;
+        if let Some(name) = duplicate_name_in(&String::from_utf8_lossy(&text)) {
+            if self.state.duplicate_name().is_none() {
+                error!(
+                    server_name = %name,
+                    "a cluster peer has the same server name; routes to it are refused (nats.server_name must be unique per node)"
+                );
+            }
+            self.state.record_duplicate_name(name);
+        }
+    }
+}
+
+/// The last server name that nats-server logged as a duplicate
+/// (`Remote server has a duplicate name: "node1"`).
+fn duplicate_name_in(log: &str) -> Option<String> {
+    const MARK: &str = "duplicate name: \"";
+    let at = log.rfind(MARK)? + MARK.len();
+    let rest = &log[at..];
+    let end = rest.find('"')?;
+    Some(rest[..end].to_string())
+}
+
+/// One `/jsz` probe: the body when JetStream answered and is enabled.
+async fn probe_jsz(http: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
+    let response = http
+        .get(url)
+        .timeout(PROBE_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                format!("/jsz did not answer within {PROBE_TIMEOUT:?}")
+            } else {
+                format!("/jsz failed: {e}")
+            }
+        })?;
+    if !response.status().is_success() {
+        return Err(format!("/jsz answered {}", response.status()));
+    }
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|e| format!("/jsz answer unreadable: {e}"))?;
+    if body.get("disabled").and_then(serde_json::Value::as_bool) == Some(true) {
+        return Err("jetstream is disabled on the server".into());
+    }
+    Ok(body)
 }
 
 /// Writes the ports a child listens on into `config`, so the next child gets the same.
@@ -502,7 +642,7 @@ impl Actor for NatsProcessActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(SNAPSHOT_INTERVAL, |act, ctx| act.refresh_snapshots(ctx));
+        ctx.run_interval(PROBE_INTERVAL, |act, ctx| act.probe(ctx));
     }
 }
 
@@ -568,12 +708,32 @@ impl Handler<ChildExited> for NatsProcessActor {
         if uptime >= self.launcher.config.restart.reset_after.duration() {
             self.backoff = self.launcher.config.restart.initial_backoff.duration();
         }
-        let log = tail_lines(&self.launcher.paths.log_file, 3);
-        error!(status = %msg.status, uptime_s = uptime.as_secs(), last_log = %log, "nats-server exited unexpectedly");
-        self.state.set_error(Some(format!(
-            "nats-server exited unexpectedly ({})",
-            msg.status
-        )));
+        let hung = self.hang_killed == Some(msg.generation);
+        let recent = self.state.count_crash(hung);
+        let policy = self.state.crash_policy();
+        let looping = recent >= policy.loop_after as usize;
+        let window_s = policy.window.as_secs();
+        if hung {
+            error!(
+                uptime_s = uptime.as_secs(),
+                recent_crashes = recent,
+                hang_restarts = self.state.hang_restarts(),
+                "hung nats-server killed; restarting it"
+            );
+        } else {
+            let log = tail_lines(&self.launcher.paths.log_file, 3);
+            error!(status = %msg.status, uptime_s = uptime.as_secs(), recent_crashes = recent, last_log = %log, "nats-server exited unexpectedly");
+            self.state.set_error(Some(format!(
+                "nats-server exited unexpectedly ({})",
+                msg.status
+            )));
+        }
+        if looping {
+            error!(
+                recent_crashes = recent,
+                window_s, "nats-server is crash-looping; it is restarted after each crash"
+            );
+        }
         self.schedule_restart(ctx);
     }
 }
@@ -616,5 +776,21 @@ impl Handler<StopServer> for NatsProcessActor {
                 act.state.mark_down();
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_duplicate_name_is_found_in_the_log() {
+        let log = "[1] 2026/12/01 09:41:57.35 [INF] 127.0.0.1:55692 - rid:16 - Router connection closed: Duplicate Server Name\n\
+                   [1] 2026/12/01 09:41:58.43 [ERR] 127.0.0.1:55708 - rid:18 - Remote server has a duplicate name: \"node-1\"\n";
+        assert_eq!(duplicate_name_in(log).as_deref(), Some("node-1"));
+        assert_eq!(duplicate_name_in("[INF] Server is ready\n"), None);
+        assert_eq!(duplicate_name_in("duplicate name: \"cut"), None);
     }
 }

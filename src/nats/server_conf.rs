@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::config::{NatsConfig, UserConfig};
+use crate::config::{NatsConfig, RouteAuthorization, UserConfig};
 
 use super::state::ServerPorts;
 use super::BROKER_USER;
@@ -99,8 +99,27 @@ pub fn render(
             "  listen: {}",
             q(&format!("{}:{}", nats.host, listen_port(nats.cluster.port)))
         );
+        if let Some(advertise) = &nats.cluster.advertise {
+            let _ = writeln!(out, "  advertise: {}", q(advertise));
+        }
+        if let Some(auth) = &nats.cluster.authorization {
+            out.push_str("  authorization {\n");
+            let _ = writeln!(out, "    user: {}", q(&auth.user));
+            let _ = writeln!(out, "    password: {}", q(&auth.password));
+            out.push_str("  }\n");
+        }
         if !nats.cluster.routes.is_empty() {
-            let routes: Vec<String> = nats.cluster.routes.iter().map(|r| q(r)).collect();
+            let routes: Vec<String> = nats
+                .cluster
+                .routes
+                .iter()
+                .map(|r| {
+                    q(&route_with_credentials(
+                        r,
+                        nats.cluster.authorization.as_ref(),
+                    ))
+                })
+                .collect();
             let _ = writeln!(out, "  routes: [{}]", routes.join(", "));
         }
         out.push_str("}\n");
@@ -131,6 +150,34 @@ pub fn render(
         }
         let _ = writeln!(out, "  verify: {}", tls.verify);
         out.push_str("}\n");
+    }
+    out
+}
+
+/// `route` with `auth`'s credentials (percent-encoded) when it carries none itself.
+fn route_with_credentials(route: &str, auth: Option<&RouteAuthorization>) -> String {
+    let (Some(auth), Some(rest)) = (auth, route.strip_prefix("nats-route://")) else {
+        return route.to_string();
+    };
+    if rest.contains('@') {
+        return route.to_string();
+    }
+    format!(
+        "nats-route://{}:{}@{rest}",
+        percent_encode(&auth.user),
+        percent_encode(&auth.password)
+    )
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (URL userinfo).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
     }
     out
 }
@@ -346,6 +393,39 @@ mod tests {
         )));
         assert!(text.contains("verify: true"));
         assert!(text.contains("ca_file: \"/ca.pem\""));
+    }
+
+    #[test]
+    fn cluster_advertise_and_route_credentials_are_rendered() {
+        let mut nats = NatsConfig {
+            server_name: Some("node1".into()),
+            ..Default::default()
+        };
+        nats.cluster.name = Some("prism".into());
+        nats.cluster.advertise = Some("10.0.0.1:6222".into());
+        nats.cluster.authorization = Some(RouteAuthorization {
+            user: "route".into(),
+            password: "p@ss:w/rd".into(),
+        });
+        nats.cluster.routes = vec![
+            "nats-route://node2:6222".into(),
+            "nats-route://own:secret@node3:6222".into(),
+        ];
+        let text = render(&nats, &paths(), None);
+        assert!(text.contains("server_name: \"node1\"\n"), "{text}");
+        assert!(text.contains("  advertise: \"10.0.0.1:6222\"\n"), "{text}");
+        assert!(
+            text.contains(
+                "  authorization {\n    user: \"route\"\n    password: \"p@ss:w/rd\"\n  }\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "routes: [\"nats-route://route:p%40ss%3Aw%2Frd@node2:6222\", \"nats-route://own:secret@node3:6222\"]"
+            ),
+            "a route without credentials gets the cluster's, one with its own keeps them: {text}"
+        );
     }
 
     #[test]

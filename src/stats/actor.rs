@@ -2,15 +2,17 @@
 //! Every `interval` (1 s), at once after a stream change made through this service
 //! ([`StreamsState::changed`]) and at every (re)connection of the client, it reads through
 //! the shared client the streams with their state and the account's JetStream usage, and
-//! the supervised server's `/varz` from its monitoring port (the connected server's INFO in
-//! external mode). From one read it publishes the [`StatusSnapshot`] the status endpoints
-//! answer from, and sets the per-stream gauges of [`Metrics`]. It also copies the latest
-//! `/varz` and `/jsz` snapshots of `NatsProcessActor` (read from [`NatsState`]) into the
-//! server and JetStream gauges, and every `consumers_interval` (5 s) lists the durable
-//! consumers for their gauges. Scrapes and status requests only read what it left; they
-//! never trigger NATS requests. Every refresh is bounded by `timeout`, runs beside the
-//! mailbox (never blocks it), and a trigger during a refresh makes the next one start as
-//! soon as it ends.
+//! the supervised server's `/varz` (and `/routez` when clustered) from its monitoring port
+//! (the connected server's INFO in external mode). From one read it publishes the
+//! [`StatusSnapshot`] the status endpoints answer from — its cluster section built from the
+//! same read and the latest `/jsz` of the supervisor's probe — and sets the per-stream,
+//! cluster and server gauges of [`Metrics`]. `/varz` and `/routez` go into [`NatsState`]
+//! as soon as they are read (even when the rest of the refresh fails), so the monitoring
+//! port is asked once for each: `/jsz` by the supervisor, these by this actor. Every
+//! `consumers_interval` (5 s) it lists the durable consumers for their gauges. Scrapes and
+//! status requests only read what it left; they never trigger NATS requests. Every refresh
+//! is bounded by `timeout`, runs beside the mailbox (never blocks it), and a trigger during
+//! a refresh makes the next one start as soon as it ends.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use futures::TryStreamExt;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
+use super::cluster::{ClusterView, StreamCluster};
 use super::metrics::{JetStreamUsage, Metrics};
 use super::snapshot::{Figures, SnapshotCell, StatusSnapshot, MAX_SNAPSHOT_STREAMS};
 use crate::nats::NatsState;
@@ -35,6 +38,10 @@ pub const CONSUMERS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Bound on one refresh's requests.
 pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bound on one refresh against a clustered server: its stream listing waits up to 4 s for
+/// streams whose leader does not answer (an election) and then lists them as missing.
+pub const CLUSTER_REFRESH_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// At most this many streams get per-stream series.
 pub const MAX_STREAM_SERIES: usize = 256;
@@ -81,6 +88,8 @@ pub struct StatsConfig {
     /// `/varz` of the supervised server; `None` in external mode (the client's INFO is
     /// shown instead).
     pub varz_url: Option<String>,
+    /// `/routez` of a clustered supervised server (the peers it has routes to).
+    pub routez_url: Option<String>,
     /// Durable consumers whose name starts with this get per-consumer series; `None`
     /// means every durable (ephemeral consumers never do).
     pub consumer_prefix: Option<String>,
@@ -95,6 +104,7 @@ impl Default for StatsConfig {
             consumers_interval: CONSUMERS_INTERVAL,
             timeout: REFRESH_TIMEOUT,
             varz_url: None,
+            routez_url: None,
             consumer_prefix: None,
             max_streams: MAX_STREAM_SERIES,
             max_consumers: MAX_CONSUMER_SERIES,
@@ -131,6 +141,10 @@ pub struct RefreshReport {
     pub account: Option<JetStreamUsage>,
     /// Streams or consumers left out because of the series caps.
     pub truncated: bool,
+    /// Replication of every stream read (for the per-stream cluster gauges).
+    pub replication: Vec<StreamCluster>,
+    /// The node part of the cluster section: clustered, peers seen, meta leader.
+    pub cluster_node: Option<(bool, usize, bool)>,
 }
 
 pub struct StatsActor {
@@ -197,13 +211,44 @@ impl StatsActor {
         })
     }
 
-    /// Copies the monitoring snapshots; returns whether `/jsz` supplied JetStream usage.
-    fn apply_snapshots(&self) -> bool {
+    /// Sets the server gauges from the latest `/varz` (hidden while there is no live one).
+    fn apply_varz(&self) {
         let live = self.nats.supervised && self.nats.server_up();
         match self.nats.varz().filter(|_| live) {
             Some(varz) => self.metrics.nats_server.apply_varz(&varz.body),
             None => self.metrics.nats_server.hide(),
         }
+    }
+
+    /// Sets the cluster node gauges (peers, meta leader) from the latest monitoring
+    /// snapshots of a supervised server, whether or not the rest of the refresh succeeded:
+    /// a cluster without quorum fails the stream listing, and must still show it.
+    fn apply_cluster_node(&self) {
+        if !self.nats.supervised {
+            return;
+        }
+        if !self.nats.server_up() {
+            self.metrics.cluster.hide_node();
+            return;
+        }
+        let body = |s: Option<crate::nats::state::Snapshot>| s.map(|s| s.body);
+        let (varz, jsz, routez) = (
+            body(self.nats.varz()),
+            body(self.nats.jsz()),
+            body(self.nats.routez()),
+        );
+        let node = ClusterView::from_monitoring(varz.as_ref(), jsz.as_ref(), routez.as_ref());
+        self.metrics.cluster.set_node(
+            node.clustered(),
+            node.peers_seen,
+            node.meta_leader.is_some(),
+        );
+    }
+
+    /// Copies the supervisor's `/jsz` into the JetStream gauges; returns whether it
+    /// supplied JetStream usage.
+    fn apply_jsz(&self) -> bool {
+        let live = self.nats.supervised && self.nats.server_up();
         let usage = self
             .nats
             .jsz()
@@ -222,10 +267,33 @@ impl StatsActor {
             gauges.set_stream(&s.name, s.messages, s.bytes, s.consumers);
             streams.insert(s.name.clone());
         }
+        for r in report
+            .replication
+            .iter()
+            .filter(|r| streams.contains(&r.name))
+        {
+            self.metrics.cluster.set_stream(
+                &r.name,
+                r.replicas,
+                r.replicas_current,
+                r.max_lag,
+                r.leader.is_some(),
+            );
+        }
         for gone in self.exported_streams.difference(&streams) {
             gauges.remove_stream(gone);
+            self.metrics.cluster.remove_stream(gone);
         }
         self.exported_streams = streams;
+        // Supervised, the node gauges follow the monitoring snapshots at every attempt.
+        if !self.nats.supervised {
+            match report.cluster_node {
+                Some((clustered, peers, meta_leader)) => {
+                    self.metrics.cluster.set_node(clustered, peers, meta_leader)
+                }
+                None => self.metrics.cluster.hide_node(),
+            }
+        }
 
         if report.consumers_listed {
             let mut consumers = HashSet::new();
@@ -306,7 +374,7 @@ impl StatsActor {
             return Box::pin(fut::ready(Err(StatsError::Busy)));
         }
         self.refreshing = true;
-        let jsz_usage = self.apply_snapshots();
+        let jsz_usage = self.apply_jsz();
         // Read before the figures: a change or reconnection after this point makes the
         // figures stale and the refresh run again.
         let connection = self.nats.client_reconnects();
@@ -315,6 +383,7 @@ impl StatsActor {
         let client = self.client.clone();
         let http = self.http.clone();
         let config = self.config.clone();
+        let nats = self.nats.clone();
         let want = Want {
             account_metrics: !jsz_usage,
             consumers,
@@ -323,7 +392,8 @@ impl StatsActor {
             if !connected {
                 return Err(StatsError::NotConnected);
             }
-            match tokio::time::timeout(config.timeout, collect(client, &http, &config, want)).await
+            match tokio::time::timeout(config.timeout, collect(client, &nats, &http, &config, want))
+                .await
             {
                 Ok(result) => result,
                 Err(_) => Err(StatsError::Timeout(config.timeout)),
@@ -331,6 +401,8 @@ impl StatsActor {
         };
         Box::pin(work.into_actor(self).map(move |result, act, ctx| {
             act.refreshing = false;
+            act.apply_varz();
+            act.apply_cluster_node();
             let result = match result {
                 Ok(collected) => {
                     act.apply_report(&collected.report);
@@ -448,24 +520,43 @@ struct Collected {
     figures: Figures,
 }
 
-/// Reads the streams, the account usage and the server info (concurrently), then the
-/// durable consumers when `want.consumers`.
+/// Reads the streams, the account usage and the server's monitoring endpoints
+/// (concurrently), then the durable consumers when `want.consumers`; builds the cluster
+/// section from the same reads and the supervisor's latest `/jsz`.
 async fn collect(
     client: async_nats::Client,
+    nats: &NatsState,
     http: &reqwest::Client,
     config: &StatsConfig,
     want: Want,
 ) -> Result<Collected, StatsError> {
     let js = jetstream::new(client.clone());
-    let (account, (infos, truncated), server_info) = futures::try_join!(
-        account_usage(&client),
-        list_streams(&js),
-        server_info(&client, http, config.varz_url.as_deref()),
-    )?;
+    let (varz, reads) = futures::join!(
+        monitoring(nats, http, config),
+        futures::future::try_join(account_usage(&client), list_streams(&js)),
+    );
+    let varz = varz?;
+    let (account, (infos, truncated)) = reads?;
+    let server_info = server_info(&client, varz.as_ref());
+    let node = match &varz {
+        Some(varz) => ClusterView::from_monitoring(
+            Some(varz),
+            nats.jsz().as_ref().map(|s| &s.body),
+            nats.routez().as_ref().map(|s| &s.body),
+        ),
+        None => ClusterView::from_server_info(&client.server_info()),
+    };
+    let cluster = node.with_streams(&infos);
     let mut report = RefreshReport {
         account: want.account_metrics.then_some(account),
         truncated: infos.len() > config.max_streams,
         consumers_listed: want.consumers,
+        replication: cluster.streams.clone(),
+        cluster_node: Some((
+            cluster.clustered(),
+            cluster.peers_seen,
+            cluster.meta_leader.is_some(),
+        )),
         ..Default::default()
     };
     report.streams = infos
@@ -483,8 +574,41 @@ async fn collect(
     }
     Ok(Collected {
         report,
-        figures: Figures::new(infos, truncated, Some(account), server_info),
+        figures: Figures::new(infos, truncated, Some(account), server_info).with_cluster(cluster),
     })
+}
+
+/// Reads `/varz` (and `/routez` when asked for) of the supervised server and stores them
+/// in `nats` at once; answers the `/varz` (`None` in external mode).
+async fn monitoring(
+    nats: &NatsState,
+    http: &reqwest::Client,
+    config: &StatsConfig,
+) -> Result<Option<Value>, StatsError> {
+    let Some(url) = &config.varz_url else {
+        return Ok(None);
+    };
+    let varz = get_json(http, url).await.map_err(StatsError::Varz)?;
+    nats.set_varz(varz.clone());
+    if let Some(url) = &config.routez_url {
+        // The peers are a detail of the cluster section: a failed read leaves the last one.
+        match get_json(http, url).await {
+            Ok(routez) => nats.set_routez(routez),
+            Err(e) => debug!(error = %e, "cannot read routez"),
+        }
+    }
+    Ok(Some(varz))
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
+    http.get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Every stream with its state, by name; at most [`MAX_SNAPSHOT_STREAMS`] (then `true`).
@@ -552,16 +676,11 @@ async fn list_consumers(
     Ok(())
 }
 
-/// The `varz` fields the seeds show, read from `varz_url` (supervised); the connected
-/// server's INFO otherwise.
-async fn server_info(
-    client: &async_nats::Client,
-    http: &reqwest::Client,
-    varz_url: Option<&str>,
-) -> Result<Value, StatsError> {
-    let Some(url) = varz_url else {
+/// The `varz` fields the seeds show (supervised); the connected server's INFO otherwise.
+fn server_info(client: &async_nats::Client, varz: Option<&Value>) -> Value {
+    let Some(varz) = varz else {
         let info = client.server_info();
-        return Ok(json!({
+        return json!({
             "server_id": info.server_id,
             "server_name": info.server_name,
             "version": info.version,
@@ -569,19 +688,10 @@ async fn server_info(
             "host": info.host,
             "port": info.port,
             "max_payload": info.max_payload,
-        }));
+        });
     };
-    let varz: Value = http
-        .get(url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| StatsError::Varz(e.to_string()))?
-        .json()
-        .await
-        .map_err(|e| StatsError::Varz(e.to_string()))?;
     let pick = |key: &str| varz.get(key).cloned().unwrap_or(Value::Null);
-    Ok(json!({
+    json!({
         "server_id": pick("server_id"),
         "server_name": pick("server_name"),
         "version": pick("version"),
@@ -601,7 +711,7 @@ async fn server_info(
         "mem": pick("mem"),
         "cpu": pick("cpu"),
         "uptime": pick("uptime"),
-    }))
+    })
 }
 
 /// JetStream usage of our account from `$JS.API.INFO`, read leniently: async-nats's typed

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub jetstream: JetStreamGauges,
     /// Per-stream and per-durable-consumer gauges, refreshed by the `StatsActor`.
     pub streams: StreamGauges,
+    /// The NATS cluster: peers seen, meta leader, and per stream its replication.
+    pub cluster: ClusterGauges,
     /// REST requests by endpoint pattern, method and status, and their latency.
     pub http: HttpMetrics,
     /// Counted by the client's event callback: slow-consumer events it could not attribute
@@ -138,6 +140,7 @@ impl Metrics {
         let jetstream = JetStreamGauges::new()?;
         registry.register(Box::new(jetstream.gate.clone()))?;
         let streams = StreamGauges::new(&registry)?;
+        let cluster = ClusterGauges::new(&registry)?;
         let http = HttpMetrics::new(&registry)?;
         let routes = RouteFamilies::new(&registry)?;
 
@@ -189,6 +192,7 @@ impl Metrics {
             nats_server,
             jetstream,
             streams,
+            cluster,
             http,
             nats_slow_consumer_events,
             route_reloads,
@@ -232,8 +236,10 @@ impl Metrics {
     }
 
     /// Makes `prism_nats_server_up`, `prism_nats_client_connected`,
-    /// `prism_nats_server_restarts_total` and `prism_nats_client_reconnects_total` read
-    /// `state` at every scrape (a few atomic loads), so `/metrics` and `/api/v1/nats/info`
+    /// `prism_nats_server_restarts_total`, `prism_nats_client_reconnects_total`, the crash
+    /// figures (`prism_nats_server_recent_crashes`, `_crash_looping`,
+    /// `_hang_restarts_total`) and `prism_nats_jetstream_answering` read `state` at every
+    /// scrape (a few atomic loads and short locks), so `/metrics` and the status endpoints
     /// agree. Later calls are ignored.
     pub fn bind_nats(&self, state: Arc<NatsState>) {
         let _ = self.nats_live.state.set(state);
@@ -842,6 +848,109 @@ impl StreamGauges {
     }
 }
 
+/// The NATS cluster as the `StatsActor` last read it. The node gauges are exported only
+/// while the server is clustered; the per-stream ones for every stream read (a single
+/// server is its streams' only replica and leader).
+#[derive(Clone)]
+pub struct ClusterGauges {
+    /// Distinct servers this node has a route to.
+    pub peers: IntGauge,
+    /// 1 while the JetStream meta group has a leader.
+    pub meta_leader: IntGauge,
+    pub replicas: IntGaugeVec,
+    pub replicas_current: IntGaugeVec,
+    pub replica_lag: IntGaugeVec,
+    pub has_leader: IntGaugeVec,
+    gate: Gated,
+}
+
+impl ClusterGauges {
+    fn new(registry: &Registry) -> Result<ClusterGauges, MetricsError> {
+        let peers = IntGauge::new(
+            "prism_cluster_peers",
+            "Distinct NATS servers this node has a cluster route to (routez)",
+        )?;
+        let meta_leader = IntGauge::new(
+            "prism_cluster_meta_leader",
+            "1 while the JetStream meta group has a leader (jsz meta_cluster)",
+        )?;
+        let gate = Gated::new(vec![peers.clone(), meta_leader.clone()]);
+        registry.register(Box::new(gate.clone()))?;
+        let vec = |name: &str, help: &str| gauge_vec(registry, name, help, &["stream"]);
+        Ok(ClusterGauges {
+            peers,
+            meta_leader,
+            replicas: vec(
+                "prism_stream_replicas",
+                "Configured replicas of a JetStream stream, by stream",
+            )?,
+            replicas_current: vec(
+                "prism_stream_replicas_current",
+                "Replicas of a stream up to date with its leader (the leader included), by stream",
+            )?,
+            replica_lag: vec(
+                "prism_stream_replica_lag",
+                "Operations the furthest-behind replica of a stream lags its leader, by stream",
+            )?,
+            has_leader: vec(
+                "prism_stream_has_leader",
+                "1 while a stream has a leader, by stream",
+            )?,
+            gate,
+        })
+    }
+
+    /// Sets (and exports) the node gauges, or hides them when the server is not clustered.
+    pub fn set_node(&self, clustered: bool, peers: usize, meta_leader: bool) {
+        self.peers.set(i64::try_from(peers).unwrap_or(i64::MAX));
+        self.meta_leader.set(i64::from(meta_leader));
+        self.gate.open(clustered);
+    }
+
+    /// Stops exporting the node gauges (no fresh figures).
+    pub fn hide_node(&self) {
+        self.gate.open(false);
+    }
+
+    pub fn node_exported(&self) -> bool {
+        self.gate.is_open()
+    }
+
+    pub fn set_stream(
+        &self,
+        stream: &str,
+        replicas: usize,
+        current: usize,
+        max_lag: u64,
+        has_leader: bool,
+    ) {
+        let label = &[stream];
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.replicas.with_label_values(label).set(count(replicas));
+        self.replicas_current
+            .with_label_values(label)
+            .set(count(current));
+        self.replica_lag
+            .with_label_values(label)
+            .set(saturating_i64(max_lag));
+        self.has_leader
+            .with_label_values(label)
+            .set(i64::from(has_leader));
+    }
+
+    pub fn remove_stream(&self, stream: &str) {
+        let label = &[stream];
+        for vec in [
+            &self.replicas,
+            &self.replicas_current,
+            &self.replica_lag,
+            &self.has_leader,
+        ] {
+            let _ = vec.remove_label_values(label);
+        }
+    }
+}
+
 /// REST requests by endpoint pattern (`unmatched` when no route matched), method and
 /// status, and their latency by endpoint and method.
 #[derive(Clone)]
@@ -947,6 +1056,10 @@ struct NatsLive {
     connected: IntGauge,
     restarts: IntCounter,
     reconnects: IntCounter,
+    recent_crashes: IntGauge,
+    crash_looping: IntGauge,
+    hang_restarts: IntCounter,
+    jetstream_answering: IntGauge,
     /// Serializes scrapes so two concurrent ones never both add the same delta.
     sync: Arc<Mutex<()>>,
 }
@@ -972,6 +1085,22 @@ impl NatsLive {
                 "prism_nats_client_reconnects_total",
                 "Reconnects of the broker's NATS client (the first connection is not counted)",
             )?,
+            recent_crashes: IntGauge::new(
+                "prism_nats_server_recent_crashes",
+                "Crashes of the supervised nats-server (unexpected exits and hang restarts) within nats.restart.crash_window",
+            )?,
+            crash_looping: IntGauge::new(
+                "prism_nats_server_crash_looping",
+                "1 while the supervised nats-server crashed at least nats.restart.crash_loop_after times within the crash window",
+            )?,
+            hang_restarts: IntCounter::new(
+                "prism_nats_server_hang_restarts_total",
+                "Restarts of a supervised nats-server whose JetStream stopped answering for nats.hang_timeout",
+            )?,
+            jetstream_answering: IntGauge::new(
+                "prism_nats_jetstream_answering",
+                "1 while the supervised nats-server's JetStream answers the supervisor's probe (/jsz); supervised mode only",
+            )?,
             sync: Arc::new(Mutex::new(())),
         })
     }
@@ -992,6 +1121,10 @@ impl Collector for NatsLive {
             self.connected.desc(),
             self.restarts.desc(),
             self.reconnects.desc(),
+            self.recent_crashes.desc(),
+            self.crash_looping.desc(),
+            self.hang_restarts.desc(),
+            self.jetstream_answering.desc(),
         ]
         .into_iter()
         .flatten()
@@ -1014,16 +1147,33 @@ impl Collector for NatsLive {
             self.connected.set(i64::from(connected));
             catch_up(&self.restarts, state.restarts());
             catch_up(&self.reconnects, state.client_reconnects());
+            let recent = state.recent_crashes();
+            self.recent_crashes
+                .set(i64::try_from(recent).unwrap_or(i64::MAX));
+            self.crash_looping.set(i64::from(
+                recent >= state.crash_policy().loop_after as usize,
+            ));
+            catch_up(&self.hang_restarts, state.hang_restarts());
+            let answering = state.server_up() && state.jetstream_silence().is_none();
+            self.jetstream_answering.set(i64::from(answering));
         }
-        [
+        let supervised = self.state.get().is_some_and(|s| s.supervised);
+        let mut families: Vec<MetricFamily> = [
             self.up.collect(),
             self.connected.collect(),
             self.restarts.collect(),
             self.reconnects.collect(),
+            self.recent_crashes.collect(),
+            self.crash_looping.collect(),
+            self.hang_restarts.collect(),
         ]
         .into_iter()
         .flatten()
-        .collect()
+        .collect();
+        if supervised {
+            families.extend(self.jetstream_answering.collect());
+        }
+        families
     }
 }
 

@@ -2,10 +2,12 @@
 //! of the service once, in one registry; [`actor::StatsActor`] is the one background
 //! refresher of the figures that need a NATS round trip, feeding both the derived NATS and
 //! stream gauges and the [`snapshot::StatusSnapshot`] the status endpoints answer from;
-//! [`http`] counts REST requests and serves `GET /metrics`. The router counts through
-//! [`metrics::RouteMetrics`] handles, resolved once per route.
+//! [`http`] counts REST requests and serves `GET /metrics`; [`cluster`] reads the NATS
+//! cluster (meta group, routes, stream replicas) into the snapshot's cluster section. The
+//! router counts through [`metrics::RouteMetrics`] handles, resolved once per route.
 
 pub mod actor;
+pub mod cluster;
 pub mod http;
 pub mod metrics;
 pub mod snapshot;

@@ -14,7 +14,9 @@
 //!
 //! Adding a section (e.g. collectors, cluster): a field in [`Figures`] filled by the
 //! refresher (`stats::actor`), and, if requests show it often, its JSON pre-rendered once
-//! in [`Rendered`] so a request copies bytes instead of building a tree.
+//! in [`Rendered`] so a request copies bytes instead of building a tree. The cluster
+//! section ([`Figures::cluster`], see `stats::cluster`) is one: set with
+//! [`Figures::with_cluster`].
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -26,6 +28,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::cluster::ClusterView;
 use super::metrics::JetStreamUsage;
 use crate::streams::mapping::info_view;
 
@@ -43,6 +46,9 @@ pub struct Figures {
     pub account: Option<JetStreamUsage>,
     /// The `varz` fields the seeds show (supervised), or the connected server's INFO.
     pub server_info: Value,
+    /// The NATS cluster as this node saw it in the same refresh; `None` when the server is
+    /// not clustered.
+    pub cluster: Option<ClusterView>,
     pub rendered: Rendered,
 }
 
@@ -54,6 +60,8 @@ pub struct Rendered {
     /// `[{name, subjects, messages, bytes, first_seq, last_seq, consumer_count}, …]`.
     pub stream_states: Box<RawValue>,
     pub server_info: Box<RawValue>,
+    /// The cluster section (`null` when not clustered).
+    pub cluster: Box<RawValue>,
 }
 
 impl Default for Rendered {
@@ -62,6 +70,7 @@ impl Default for Rendered {
             streams: raw(&json!([])),
             stream_states: raw(&json!([])),
             server_info: raw(&Value::Null),
+            cluster: raw(&Value::Null),
         }
     }
 }
@@ -99,14 +108,25 @@ impl Figures {
             streams: raw(&views),
             stream_states: raw(&states),
             server_info: raw(&server_info),
+            cluster: raw(&Value::Null),
         };
         Figures {
             streams,
             truncated,
             account,
             server_info,
+            cluster: None,
             rendered,
         }
+    }
+
+    /// These figures with the cluster section (kept only when the server is clustered).
+    pub fn with_cluster(mut self, cluster: ClusterView) -> Figures {
+        if cluster.clustered() {
+            self.rendered.cluster = raw(&cluster);
+            self.cluster = Some(cluster);
+        }
+        self
     }
 }
 

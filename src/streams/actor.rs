@@ -1,6 +1,7 @@
 //! `StreamActor`: owns the JetStream context. Ensures the configured streams on start-up
 //! and after every (re)connection, checks them every [`CHECK_INTERVAL`] (a configured stream
-//! deleted behind our back is re-created; one without room is marked as refusing writes),
+//! deleted behind our back is re-created; one that exists although ensuring it failed is
+//! ensured again; one without room is marked as refusing writes),
 //! checks at once a stream a publish found unanswered, keeps the subject → stream catalog,
 //! and serves the stream CRUD of the REST API. Mutations run one at a time (atomic
 //! responses), so a create's overlap check and the create itself cannot interleave with
@@ -310,6 +311,14 @@ impl Handler<CheckStreams> for StreamActor {
                         Ok(info) => {
                             state.set_missing(name, false);
                             judge_room(&state, &info, &store);
+                            // It exists, but ensuring it failed earlier (e.g. "no suitable
+                            // peers" while a cluster was forming, and another node created
+                            // it since): ensure it again, so the failure does not stick.
+                            if let Some(spec) = spec {
+                                if matches!(state.health().get(name), Some(Err(_))) {
+                                    reensure(&js, &state, spec).await;
+                                }
+                            }
                         }
                         Err(e) if e.is_not_found() => match spec {
                             Some(spec) => recreate(&js, &state, spec).await,
@@ -378,6 +387,18 @@ async fn recreate(js: &JetStream, state: &StreamsState, spec: &StreamSpec) {
             }
             state.set_health(&spec.name, Err(reason));
         }
+    }
+}
+
+/// Ensures a configured stream that exists but failed its last ensure.
+async fn reensure(js: &JetStream, state: &StreamsState, spec: &StreamSpec) {
+    match ensure_one(js, spec).await {
+        Ok(outcome) => {
+            info!(stream = %spec.name, outcome, "stream ensured after an earlier failure");
+            state.set_health(&spec.name, Ok(()));
+            state.notify_changed();
+        }
+        Err(e) => state.set_health(&spec.name, Err(e.to_string())),
     }
 }
 

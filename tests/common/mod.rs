@@ -10,6 +10,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cluster;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -574,6 +576,55 @@ impl Service {
 
     pub fn log(&self) -> String {
         self.builder.log()
+    }
+
+    /// The supervised nats-server's pid from its pid file (no request: works while the
+    /// broker is stuck).
+    pub fn nats_pid_from_file(&self) -> Option<u32> {
+        let dir = self.builder.config["nats"]["data_dir"].as_str()?;
+        let text = std::fs::read_to_string(Path::new(dir).join("nats-server.pid")).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// `kill -9` of the broker: its supervised nats-server dies with it
+    /// (`PR_SET_PDEATHSIG`). Returns once both are gone, with the builder (same data dir and
+    /// config) for a restart.
+    pub fn kill9(mut self) -> ServiceBuilder {
+        let nats_pid = self.nats_pid_from_file();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(pid) = nats_pid {
+            let end = Instant::now() + Duration::from_secs(10);
+            while pid_alive(pid) {
+                assert!(
+                    Instant::now() < end,
+                    "nats-server {pid} outlived its killed broker"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.take_builder()
+    }
+
+    /// SIGTERM and wait for the exit (graceful shutdown); returns the exit status (`None`
+    /// when it did not exit within `deadline` and was killed) and the builder.
+    pub fn stop(mut self, deadline: Duration) -> (Option<ExitStatus>, ServiceBuilder) {
+        self.signal(Signal::SIGTERM);
+        let status = self.wait_exit(deadline);
+        if status.is_none() {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        (status, self.take_builder())
+    }
+
+    /// The builder, leaving a throwaway one behind (`Service` has a `Drop`).
+    fn take_builder(&mut self) -> ServiceBuilder {
+        std::mem::replace(&mut self.builder, ServiceBuilder::new())
     }
 }
 

@@ -315,6 +315,68 @@ fn nats_liveness_is_read_from_the_state_at_scrape_time() {
 }
 
 #[test]
+fn crash_figures_and_the_jetstream_probe_are_read_at_scrape_time() {
+    let metrics = Metrics::new().unwrap();
+    let state = Arc::new(NatsState::supervised(Default::default()));
+    metrics.bind_nats(state.clone());
+    state.mark_up(7);
+    state.reset_probe();
+    let s = samples(&metrics);
+    assert_eq!(s["prism_nats_server_recent_crashes"], 0.0);
+    assert_eq!(s["prism_nats_server_crash_looping"], 0.0);
+    assert_eq!(s["prism_nats_server_hang_restarts_total"], 0.0);
+    assert_eq!(s["prism_nats_jetstream_answering"], 1.0);
+    state.count_crash(false);
+    state.count_crash(false);
+    state.count_crash(true);
+    state.record_probe(Err("timed out".into()));
+    let s = samples(&metrics);
+    assert_eq!(s["prism_nats_server_recent_crashes"], 3.0);
+    assert_eq!(
+        s["prism_nats_server_crash_looping"], 1.0,
+        "3 is the default loop"
+    );
+    assert_eq!(s["prism_nats_server_hang_restarts_total"], 1.0);
+    assert_eq!(s["prism_nats_jetstream_answering"], 0.0);
+    // External mode has no probe: no series claims it answers or not.
+    let external = Metrics::new().unwrap();
+    external.bind_nats(Arc::new(NatsState::external()));
+    assert_eq!(value(&external, "prism_nats_jetstream_answering"), None);
+}
+
+#[test]
+fn cluster_node_gauges_show_only_for_a_cluster_and_stream_series_go_with_their_stream() {
+    let metrics = Metrics::new().unwrap();
+    assert_eq!(value(&metrics, "prism_cluster_peers"), None);
+    metrics.cluster.set_node(false, 0, true);
+    assert_eq!(
+        value(&metrics, "prism_cluster_peers"),
+        None,
+        "not clustered"
+    );
+    metrics.cluster.set_node(true, 2, true);
+    assert_eq!(value(&metrics, "prism_cluster_peers"), Some(2.0));
+    assert_eq!(value(&metrics, "prism_cluster_meta_leader"), Some(1.0));
+    metrics.cluster.set_stream("MARKET_DATA", 3, 2, 17, true);
+    let s = samples(&metrics);
+    assert_eq!(s["prism_stream_replicas{stream=\"MARKET_DATA\"}"], 3.0);
+    assert_eq!(
+        s["prism_stream_replicas_current{stream=\"MARKET_DATA\"}"],
+        2.0
+    );
+    assert_eq!(s["prism_stream_replica_lag{stream=\"MARKET_DATA\"}"], 17.0);
+    assert_eq!(s["prism_stream_has_leader{stream=\"MARKET_DATA\"}"], 1.0);
+    metrics.cluster.remove_stream("MARKET_DATA");
+    metrics.cluster.hide_node();
+    let s = samples(&metrics);
+    assert!(
+        !s.keys().any(|k| k.starts_with("prism_stream_replica")),
+        "{s:?}"
+    );
+    assert!(!s.keys().any(|k| k.starts_with("prism_cluster_")), "{s:?}");
+}
+
+#[test]
 fn external_mode_server_up_follows_the_client() {
     let metrics = Metrics::new().unwrap();
     let state = Arc::new(NatsState::external());
@@ -393,6 +455,9 @@ fn declared_families() -> std::collections::HashSet<String> {
     metrics.jetstream.apply(JetStreamUsage::default());
     metrics.streams.set_stream("S", 0, 0, 0);
     metrics.streams.set_consumer("S", "c", 0, 0);
+    metrics.cluster.set_node(true, 0, false);
+    metrics.cluster.set_stream("S", 1, 1, 0, true);
+    metrics.bind_nats(Arc::new(NatsState::supervised(Default::default())));
     metrics
         .http
         .observe("/health", "GET", 200, Duration::from_millis(1));
@@ -451,6 +516,12 @@ fn grafana_dashboard_uses_only_declared_metrics_and_covers_the_issue() {
         "prism_http_request_duration_seconds",
         "prism_collectors_active",
         "prism_collector_heartbeat_age_seconds",
+        "prism_cluster_peers",
+        "prism_cluster_meta_leader",
+        "prism_stream_replicas_current",
+        "prism_stream_replica_lag",
+        "prism_stream_has_leader",
+        "prism_nats_server_crash_looping",
     ] {
         assert!(used.contains(needed), "dashboard lacks {needed}");
     }

@@ -210,6 +210,15 @@ async fn create_stream_rejects_bad_input_naming_the_field() {
             "max_bytes",
         ),
         (json!({ "name": "A", "subjects": ["a..b"] }), "subjects[0]"),
+        // The supervised server is not clustered: one replica only.
+        (
+            json!({ "name": "A", "subjects": ["a.>"], "replicas": 3 }),
+            "replicas: 3 replicas need a cluster",
+        ),
+        (
+            json!({ "name": "A", "subjects": ["a.>"], "replicas": 0 }),
+            "replicas: must be between 1 and 5",
+        ),
         (
             json!({ "name": "A", "subjects": ["a.>"], "colour": "red" }),
             "colour",

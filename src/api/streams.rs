@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use super::body::read_json;
 use super::envelope::{success, ApiError, ErrorCode};
 use super::state::AppState;
-use crate::config::{validate_stream_name, StreamConfig, StreamSpec};
+use crate::config::{replicas_problem, validate_stream_name, NatsConfig, StreamConfig, StreamSpec};
 use crate::stats::snapshot::SnapshotMeta;
 use crate::streams::mapping::info_view;
 use crate::streams::{CreateStream, Created, DeleteStream, GetStream, UpdateStream};
@@ -69,8 +69,11 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let limit = state.config.service.max_request_size.bytes() as usize;
     let body = read_json(body, limit, ErrorCode::InvalidStreamData).await?;
-    let (name, config) = parse_stream_body(body, None)?;
-    let spec = StreamSpec::from_config(&name, &config);
+    let (name, config) = parse_stream_body(body, None, &state.config.nats)?;
+    let mut spec = StreamSpec::from_config(&name, &config);
+    if config.replicas.is_none() {
+        spec.replicas = state.config.nats.default_replicas();
+    }
     match state
         .ask_streams(state.stream_actor.send(CreateStream(spec)))
         .await?
@@ -91,7 +94,7 @@ pub async fn update(
     let name = valid_name(&name)?;
     let limit = state.config.service.max_request_size.bytes() as usize;
     let body = read_json(body, limit, ErrorCode::InvalidStreamData).await?;
-    let (_, changes) = parse_stream_body(body, Some(&name))?;
+    let (_, changes) = parse_stream_body(body, Some(&name), &state.config.nats)?;
     let info = state
         .ask_streams(state.stream_actor.send(UpdateStream { name, changes }))
         .await?;
@@ -121,6 +124,7 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
 fn parse_stream_body(
     body: Value,
     path_name: Option<&str>,
+    nats: &NatsConfig,
 ) -> Result<(String, StreamConfig), ApiError> {
     let Value::Object(mut fields) = body else {
         return Err(ApiError::new(
@@ -177,10 +181,8 @@ fn parse_stream_body(
             }
             None => {}
         }
-        if let Some(replicas) = config.replicas {
-            if !(1..=5).contains(&replicas) {
-                problems.push(("replicas".into(), "must be between 1 and 5".into()));
-            }
+        if let Some(problem) = config.replicas.and_then(|r| replicas_problem(nats, r)) {
+            problems.push(("replicas".into(), problem));
         }
     }
     match config {

@@ -12,6 +12,7 @@ mod env;
 mod streams;
 pub mod units;
 mod validate;
+pub use validate::replicas_problem;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -169,8 +169,9 @@ pub fn dead_letter_stream(prefix: &str) -> StreamSpec {
     }
 }
 
-/// Defaults (with the dead-letter stream for `dead_letter_prefix`, each with
-/// `default_replicas`) and the configured entries merged over them, defaults first.
+/// Defaults (with the dead-letter stream for `dead_letter_prefix`) and the configured
+/// entries merged over them, defaults first; every stream whose entry does not set
+/// `replicas` gets `default_replicas`.
 pub fn merge(
     configured: &BTreeMap<String, StreamConfig>,
     dead_letter_prefix: &str,
@@ -186,7 +187,9 @@ pub fn merge(
     }
     for (name, config) in configured {
         if !specs.iter().any(|s| &s.name == name) {
-            specs.push(StreamSpec::from_config(name, config));
+            let mut spec = StreamSpec::base(name);
+            spec.replicas = default_replicas;
+            specs.push(spec.merged(config));
         }
     }
     specs

@@ -441,8 +441,8 @@ fn a_cluster_of_three_gets_three_replicas_for_the_default_streams() {
     assert_eq!(replicas("DEAD_LETTERS"), 3);
     assert_eq!(
         replicas("OWN"),
-        1,
-        "streams the config adds keep 1 unless they say"
+        3,
+        "streams the config adds are replicated like the defaults unless they say"
     );
     // Not clustered, or a cluster of two: one replica each.
     for spec in parse_str("").unwrap().effective_streams() {

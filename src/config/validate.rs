@@ -199,27 +199,8 @@ pub fn validate(config: &BrokerConfig) -> Vec<ConfigProblem> {
         for filter in &spec.subjects {
             seen_subjects.push((spec.name.clone(), filter.clone()));
         }
-        // An invalid nats.cluster.size is reported on its own.
-        match config.nats.cluster_size().filter(|s| (1..=64).contains(s)) {
-            _ if !(1..=5).contains(&spec.replicas) => problem(
-                &format!("{path}.replicas"),
-                "must be between 1 and 5".into(),
-            ),
-            Some(_) if !config.nats.clustered() && spec.replicas > 1 => problem(
-                &format!("{path}.replicas"),
-                format!(
-                    "{} replicas need a cluster: the supervised server is not clustered (nats.cluster.name), so a stream has 1 replica",
-                    spec.replicas
-                ),
-            ),
-            Some(size) if spec.replicas > size => problem(
-                &format!("{path}.replicas"),
-                format!(
-                    "{} replicas but the cluster has {size} nodes (1 + distinct nats.cluster.routes, or nats.cluster.size)",
-                    spec.replicas
-                ),
-            ),
-            _ => {}
+        if let Some(message) = replicas_problem(&config.nats, spec.replicas) {
+            problem(&format!("{path}.replicas"), message);
         }
         if spec.max_msgs > i64::MAX as u64 {
             problem(&format!("{path}.max_msgs"), "too large".into());
@@ -275,6 +256,22 @@ pub fn validate(config: &BrokerConfig) -> Vec<ConfigProblem> {
 
 /// Problems of `nats.server_name` and `nats.cluster` (supervised mode): what a node of a
 /// JetStream cluster needs to start and to be told apart.
+/// What is wrong with a stream of `replicas` on the server `nats` describes: 1 to 5, 1
+/// when the supervised server is not clustered, at most the cluster's size. An invalid
+/// `nats.cluster.size` is reported on its own, so it bounds nothing here.
+pub fn replicas_problem(nats: &NatsConfig, replicas: usize) -> Option<String> {
+    match nats.cluster_size().filter(|s| (1..=64).contains(s)) {
+        _ if !(1..=5).contains(&replicas) => Some("must be between 1 and 5".into()),
+        Some(_) if !nats.clustered() && replicas > 1 => Some(format!(
+            "{replicas} replicas need a cluster: the supervised server is not clustered (nats.cluster.name), so a stream has 1 replica"
+        )),
+        Some(size) if replicas > size => Some(format!(
+            "{replicas} replicas but the cluster has {size} nodes (1 + distinct nats.cluster.routes, or nats.cluster.size)"
+        )),
+        _ => None,
+    }
+}
+
 fn cluster_problems(nats: &NatsConfig) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let mut problem = |path: &str, message: String| problems.push((path.to_string(), message));

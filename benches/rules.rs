@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use prism_broker::rules::{Headers, RouteOutcome, RouteTable, TableSettings};
+use prism_broker::rules::{Headers, RouteOutcome, RouteTable, SourceFile, TableSettings};
 
 const TRADE: &str = r#"{"symbol": "BTC-USDT", "price": "67234.56000000", "quantity": "0.01250000", "side": "sell", "trade_id": "5123456789", "exchange": "binance", "market_type": "spot", "data_source": "marketprism", "normalized_symbol": "BTC-USDT", "data_type": "trade", "ts_ms": 1795290133376, "trade_ts_ms": 1795290133198, "publisher": "unified-collector", "collected_ts_ms": 1795290133375}"#;
 
@@ -87,5 +87,70 @@ fn trade_route(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, trade_route);
+/// A one-route table from inline YAML.
+fn inline(text: &str) -> RouteTable {
+    let file = SourceFile {
+        name: "bench.yaml".into(),
+        text: text.into(),
+    };
+    match RouteTable::compile(&[file], &[], &TableSettings::default()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// An expression condition and a `set` with arithmetic, against the same route with a
+/// literal `set` and no condition (parse, one step, serialize): the difference is what the
+/// expressions cost.
+fn expressions(c: &mut Criterion) {
+    let with = inline(
+        r#"routes:
+  - name: notional
+    from: "trade.{exchange}.{market_type}.{symbol}"
+    when:
+      - expr: "price * quantity > 100 && side != 'buy'"
+    transform:
+      - set: { notional: { expr: "round(price * quantity, 2)" } }
+    to: { subject: "notional.{exchange}.{symbol}" }
+"#,
+    );
+    let without = inline(
+        r#"routes:
+  - name: notional
+    from: "trade.{exchange}.{market_type}.{symbol}"
+    transform:
+      - set: { notional: 1 }
+    to: { subject: "notional.{exchange}.{symbol}" }
+"#,
+    );
+    let payload = Bytes::from_static(TRADE.as_bytes());
+    let headers = Headers::new();
+    let subject = "trade.binance.spot.BTC-USDT";
+    let mut group = c.benchmark_group("rules");
+    group.throughput(Throughput::Elements(1));
+    for (name, table) in [
+        ("expr/condition+set", &with),
+        ("expr/baseline-literal-set", &without),
+    ] {
+        let Some(route) = table.routes().first().cloned() else {
+            std::process::exit(1);
+        };
+        match route.process(subject, &headers, &payload, 0) {
+            RouteOutcome::Outputs { messages, .. } if messages.len() == 1 => {}
+            other => {
+                eprintln!("{name}: unexpected outcome: {other:?}");
+                std::process::exit(1);
+            }
+        }
+        group.bench_function(name, |b| {
+            b.iter(|| route.process(black_box(subject), &headers, black_box(&payload), 0))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, trade_route, expressions);
 criterion_main!(benches);

@@ -32,6 +32,7 @@ pub mod cli;
 pub(crate) mod compile;
 pub(crate) mod condition;
 pub(crate) mod context;
+pub(crate) mod expr;
 pub(crate) mod headers;
 pub(crate) mod load;
 pub(crate) mod message;

@@ -61,10 +61,11 @@ async fn stream_changes_through_the_api_are_listed_by_the_next_request() {
         "SYSTEM_EVENTS",
         "SERVICE_LOGS",
         "DEAD_LETTERS",
+        "KLINES",
     ] {
         assert!(stream(&list["data"]["streams"], name).is_some(), "{list}");
     }
-    assert_eq!(list["data"]["count"], 4);
+    assert_eq!(list["data"]["count"], 5);
     assert_eq!(list["data"]["truncated"], false);
 
     let (status, created) = service
@@ -109,7 +110,7 @@ async fn stream_changes_through_the_api_are_listed_by_the_next_request() {
         stream(&list["data"]["streams"], "ORDERS").is_none(),
         "{list}"
     );
-    assert_eq!(list["data"]["count"], 4);
+    assert_eq!(list["data"]["count"], 5);
     let (_, status_body) = service.get("/api/v1/status").await;
     assert!(stream(&status_body["data"]["jetstream_streams"], "ORDERS").is_none());
 }

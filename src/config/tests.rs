@@ -25,7 +25,8 @@ fn empty_file_gives_the_defaults() {
             "MARKET_DATA",
             "SYSTEM_EVENTS",
             "SERVICE_LOGS",
-            "DEAD_LETTERS"
+            "DEAD_LETTERS",
+            "KLINES"
         ]
     );
 }

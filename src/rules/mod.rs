@@ -51,5 +51,7 @@ pub use headers::{HeaderError, Headers};
 pub use message::{NatsMessage, OutputMessage};
 pub use route::{
     CompiledOutput, CompiledRoute, FailureAction, OnError, RouteError, RouteOutcome, RouteSource,
+    RouteState,
 };
+pub use steps::StepEvents;
 pub use table::{RouteResult, RouteTable};

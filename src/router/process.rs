@@ -15,7 +15,7 @@ use tracing::{debug, error, warn};
 use super::output::{self, OutputFailure, Sent};
 use super::state::RouterState;
 use crate::rules::{
-    CompiledRoute, FailureAction, Headers, OutputMessage, RouteError, RouteOutcome,
+    CompiledRoute, FailureAction, Headers, OutputMessage, RouteError, RouteOutcome, RouteState,
 };
 use crate::stats::metrics::RouteMetrics;
 use crate::streams::state::Refusal;
@@ -102,20 +102,102 @@ pub enum Settled {
 }
 
 /// Runs messages through the route of its task; the send phase runs in arrival order.
-#[derive(Clone)]
+/// The state of the route's stateful steps is the processor's own: a clone (a partition
+/// worker, a task started again) starts with empty state, and a new version of the route
+/// keeps the state of every stateful step whose config it left alone.
 pub struct Processor {
     pub route: Arc<CompiledRoute>,
     pub updates: watch::Receiver<Arc<CompiledRoute>>,
     pub deps: TaskDeps,
+    state: RouteState,
+}
+
+impl Clone for Processor {
+    fn clone(&self) -> Processor {
+        Processor {
+            route: self.route.clone(),
+            updates: self.updates.clone(),
+            deps: self.deps.clone(),
+            state: self.route.new_state(),
+        }
+    }
 }
 
 impl Processor {
+    pub fn new(
+        route: Arc<CompiledRoute>,
+        updates: watch::Receiver<Arc<CompiledRoute>>,
+        deps: TaskDeps,
+    ) -> Processor {
+        let state = route.new_state();
+        Processor {
+            route,
+            updates,
+            deps,
+            state,
+        }
+    }
+
     /// The route, switched to its newest version between two messages.
     pub fn current(&mut self) -> &Arc<CompiledRoute> {
         if self.updates.has_changed().unwrap_or(false) {
             self.route = self.updates.borrow_and_update().clone();
+            let state = std::mem::take(&mut self.state);
+            self.state = state.carry_over(&self.route);
         }
         &self.route
+    }
+
+    /// When the route's stateful steps next have something to emit (epoch ms).
+    pub fn next_due(&self) -> Option<i64> {
+        self.route.next_due(&self.state)
+    }
+
+    /// Moves what the stateful steps did into the route's metrics.
+    fn note_state(&mut self, route: &CompiledRoute) {
+        let events = self.state.take_events();
+        let m = &self.deps.metrics.state;
+        m.deduplicated.inc_by(events.deduplicated);
+        m.conflated.inc_by(events.conflated);
+        m.late.inc_by(events.late);
+        m.gaps.inc_by(events.gaps);
+        m.evictions.inc_by(events.evictions);
+        m.keys
+            .set(i64::try_from(route.state_keys(&self.state)).unwrap_or(i64::MAX));
+    }
+
+    /// Sends what the stateful steps let go of now (a conflated message at the end of its
+    /// interval, a closed window): one [`Pending`] per message let go of, settled like any.
+    pub async fn tick(&mut self) -> Vec<Pending> {
+        let started = Instant::now();
+        let now = now_ms();
+        let route = self.current().clone();
+        let outcomes = route.tick(now, &mut self.state);
+        self.note_state(&route);
+        let mut pending = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            // what a dead letter of it carries: the first message it made
+            let (subject, payload) = match &outcome {
+                RouteOutcome::Outputs { messages, .. } => messages
+                    .first()
+                    .map(|m| (m.subject.clone(), m.payload.clone()))
+                    .unwrap_or_default(),
+                _ => Default::default(),
+            };
+            let p = self
+                .dispatch(
+                    &route,
+                    outcome,
+                    &subject,
+                    Headers::new(),
+                    payload,
+                    now,
+                    started,
+                )
+                .await;
+            pending.push(p);
+        }
+        pending
     }
 
     /// Evaluates the message and sends what it produced. The acks of JetStream sends are
@@ -126,8 +208,30 @@ impl Processor {
         let started = Instant::now();
         let now = now_ms();
         let route = self.current().clone();
+        let outcome = if route.is_stateful() {
+            let outcome = route.process_with(subject, &headers, &payload, now, &mut self.state);
+            self.note_state(&route);
+            outcome
+        } else {
+            route.process(subject, &headers, &payload, now)
+        };
+        self.dispatch(&route, outcome, subject, headers, payload, now, started)
+            .await
+    }
+
+    /// Counts an outcome and sends its messages.
+    #[allow(clippy::too_many_arguments)]
+    async fn dispatch(
+        &self,
+        route: &Arc<CompiledRoute>,
+        outcome: RouteOutcome,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        now: i64,
+        started: Instant,
+    ) -> Pending {
         let metrics = &self.deps.metrics;
-        let outcome = route.process(subject, &headers, &payload, now);
         // The subject is copied only if the message turns out to need it later.
         let mut pending = Pending {
             route: route.clone(),

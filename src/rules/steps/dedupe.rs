@@ -72,7 +72,7 @@ impl Stateful for Dedupe {
         &self.config
     }
 
-    fn new_state(&self) -> Box<dyn Any + Send> {
+    fn new_state(&self) -> Box<dyn Any + Send + Sync> {
         Box::new(Seen::new(self.max_keys))
     }
 

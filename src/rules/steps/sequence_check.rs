@@ -125,7 +125,7 @@ impl Stateful for SequenceCheck {
         &self.config
     }
 
-    fn new_state(&self) -> Box<dyn Any + Send> {
+    fn new_state(&self) -> Box<dyn Any + Send + Sync> {
         Box::new(Keys::new(self.max_keys))
     }
 

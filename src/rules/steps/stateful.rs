@@ -84,7 +84,7 @@ pub trait Stateful: Send + Sync + fmt::Debug {
     /// The step's config as written, to tell whether a reload changed it.
     fn config(&self) -> &Value;
     /// Fresh, empty state.
-    fn new_state(&self) -> Box<dyn Any + Send>;
+    fn new_state(&self) -> Box<dyn Any + Send + Sync>;
     /// Runs the step on one message (a JSON object).
     fn apply(
         &self,
@@ -112,7 +112,7 @@ pub trait Stateful: Send + Sync + fmt::Debug {
 #[derive(Default)]
 pub struct PipelineState {
     /// `(kind, config, state)` of each stateful step.
-    pub(crate) steps: Vec<(String, Value, Box<dyn Any + Send>)>,
+    pub(crate) steps: Vec<(String, Value, Box<dyn Any + Send + Sync>)>,
 }
 
 impl fmt::Debug for PipelineState {

@@ -69,7 +69,7 @@ pub fn config_error(text: &str) -> String {
 /// A stateful step built from inline YAML with its state and a settable clock.
 pub struct Harness {
     step: Box<dyn Stateful>,
-    state: Box<dyn std::any::Any + Send>,
+    state: Box<dyn std::any::Any + Send + Sync>,
     pub events: StepEvents,
 }
 

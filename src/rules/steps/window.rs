@@ -333,7 +333,7 @@ impl Stateful for Window {
         &self.config
     }
 
-    fn new_state(&self) -> Box<dyn Any + Send> {
+    fn new_state(&self) -> Box<dyn Any + Send + Sync> {
         Box::new(Keys::new(self.max_keys))
     }
 

@@ -1,0 +1,458 @@
+//! The stateful steps live: the real binary, a real nats-server, real traffic. Conflation
+//! emits on time without a further input, candles from a few hundred trades match the
+//! candle computed here, a gap in a delta stream gives one gap event, a window closes by
+//! the clock alone, and a reload that leaves a step alone keeps its state.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+#[path = "common/metrics.rs"]
+mod exposition;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream;
+use common::*;
+use exposition::wait_metrics;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn payload(msg: &async_nats::Message) -> Value {
+    serde_json::from_slice(&msg.payload).unwrap()
+}
+
+async fn publish(client: &async_nats::Client, subject: &str, body: &Value) {
+    client
+        .publish(subject.to_string(), body.to_string().into())
+        .await
+        .unwrap();
+}
+
+async fn next(sub: &mut async_nats::Subscriber, deadline: Duration) -> async_nats::Message {
+    tokio::time::timeout(deadline, sub.next())
+        .await
+        .unwrap_or_else(|_| panic!("no message within {deadline:?}"))
+        .unwrap()
+}
+
+/// Nothing more arrives on `sub` for `quiet`.
+async fn nothing_more(sub: &mut async_nats::Subscriber, quiet: Duration) {
+    if let Ok(Some(m)) = tokio::time::timeout(quiet, sub.next()).await {
+        panic!("unexpected message on {}: {:?}", m.subject, m.payload);
+    }
+}
+
+/// A route counter from `/metrics`, once it reached `at_least`.
+async fn metric_at_least(service: &Service, name: &str, route: &str, at_least: f64) -> f64 {
+    wait_metrics(
+        service,
+        &format!("{name}{{route={route}}} >= {at_least}"),
+        WAIT,
+        |m| {
+            let v = m.get(name, &[("route", route)]).unwrap_or(0.0);
+            (v >= at_least).then_some(v)
+        },
+    )
+    .await
+}
+
+const THROTTLE: &str = r#"routes:
+  - name: book-thin
+    from: "book.{symbol}"
+    transform:
+      - throttle: { key: "{symbol}", interval: 400ms, emit: latest }
+    to: { subject: "thin.{symbol}" }
+"#;
+
+#[tokio::test]
+async fn conflation_publishes_the_last_update_when_the_interval_ends_without_further_input() {
+    let service = ServiceBuilder::new()
+        .route_file("thin.yaml", THROTTLE)
+        .start()
+        .await;
+    let client = service.nats_client().await;
+    let mut thin = client.subscribe("thin.>").await.unwrap();
+    client.flush().await.unwrap();
+
+    for v in 1..=5 {
+        publish(&client, "book.BTC", &json!({"v": v})).await;
+    }
+    client.flush().await.unwrap();
+    let first = next(&mut thin, WAIT).await;
+    let first_at = Instant::now();
+    assert_eq!(payload(&first)["v"], 1, "the first update passes at once");
+    // No more input: the last update of the interval comes out when the interval ends.
+    let last = next(&mut thin, WAIT).await;
+    assert_eq!(
+        payload(&last)["v"],
+        5,
+        "the latest update, the others conflated"
+    );
+    assert!(
+        first_at.elapsed() >= Duration::from_millis(250),
+        "held until its interval ended, not sent at once ({:?})",
+        first_at.elapsed()
+    );
+    nothing_more(&mut thin, Duration::from_millis(900)).await;
+    assert_eq!(
+        metric_at_least(
+            &service,
+            "prism_route_state_conflated_total",
+            "book-thin",
+            4.0
+        )
+        .await,
+        4.0
+    );
+    // the key is forgotten once an interval passes with nothing held
+    wait_metrics(&service, "no key held", WAIT, |m| {
+        (m.get("prism_route_state_keys", &[("route", "book-thin")]) == Some(0.0)).then_some(())
+    })
+    .await;
+}
+
+/// A trade as the collectors publish it.
+fn trade(id: u64, ts: i64, price: f64, qty: f64) -> Value {
+    json!({"symbol": "BTC-USDT", "exchange": "binance", "market_type": "spot",
+           "price": format!("{price:.2}"), "quantity": format!("{qty:.4}"),
+           "side": if id.is_multiple_of(2) { "buy" } else { "sell" }, "trade_id": id.to_string(),
+           "trade_ts_ms": ts, "ts_ms": ts + 5})
+}
+
+#[tokio::test]
+async fn candles_from_hundreds_of_trades_match_a_computed_candle_and_are_stored() {
+    let service = ServiceBuilder::new().shipped_rules().start().await;
+    let client = service.nats_client().await;
+    let mut klines = client.subscribe("kline.>").await.unwrap();
+    client.flush().await.unwrap();
+
+    // A minute five minutes ago: its candle closes by event time when a trade 2 s past its
+    // end arrives (the routing clock would wait for the trades' five-minute lag).
+    let start = (now_ms() / 60_000 - 5) * 60_000;
+    let mut trades = Vec::new();
+    for i in 0..300u64 {
+        // not in time order: the exchange's time decides open and close, not arrival
+        let offset = ((i * 7919) % 300) as i64 * 199;
+        let price = 60_000.0 + ((i * 37) % 101) as f64 * 0.5;
+        let qty = 0.001 * (1 + i % 13) as f64;
+        trades.push((i + 1, start + offset, price, qty));
+    }
+    for (id, ts, price, qty) in &trades {
+        publish(
+            &client,
+            "trade.binance.spot.BTC-USDT",
+            &trade(*id, *ts, *price, *qty),
+        )
+        .await;
+    }
+    // 20 trades sent twice: counted once
+    for (id, ts, price, qty) in trades.iter().take(20) {
+        publish(
+            &client,
+            "trade.binance.spot.BTC-USDT",
+            &trade(*id, *ts, *price, *qty),
+        )
+        .await;
+    }
+    publish(
+        &client,
+        "trade.binance.spot.BTC-USDT",
+        &trade(10_000, start + 62_000, 1.0, 1.0),
+    )
+    .await;
+    client.flush().await.unwrap();
+
+    let candle = next(&mut klines, WAIT).await;
+    assert_eq!(candle.subject.as_str(), "kline.binance.spot.BTC-USDT.1m");
+    let c = payload(&candle);
+    let by_time = {
+        let mut t = trades.clone();
+        t.sort_by_key(|(id, ts, _, _)| (*ts, *id));
+        t
+    };
+    let round = |x: f64| (x * 1e8).round() / 1e8;
+    let prices: Vec<f64> = trades.iter().map(|t| t.2).collect();
+    assert_eq!(
+        c["open"].as_f64().unwrap(),
+        by_time.first().unwrap().2,
+        "{c}"
+    );
+    assert_eq!(
+        c["close"].as_f64().unwrap(),
+        by_time.last().unwrap().2,
+        "{c}"
+    );
+    assert_eq!(
+        c["high"].as_f64().unwrap(),
+        prices.iter().cloned().fold(f64::MIN, f64::max)
+    );
+    assert_eq!(
+        c["low"].as_f64().unwrap(),
+        prices.iter().cloned().fold(f64::MAX, f64::min)
+    );
+    let volume: f64 = trades
+        .iter()
+        .map(|t| format!("{:.4}", t.3).parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(round(c["volume"].as_f64().unwrap()), round(volume), "{c}");
+    assert_eq!(c["trades"], 300, "{c}");
+    assert_eq!(c["start_ms"], start);
+    assert_eq!(c["end_ms"], start + 60_000);
+    assert_eq!(c["interval"], "1m");
+    assert_eq!(c["symbol"], "BTC-USDT");
+
+    // stored in KLINES, with the msg_id that makes a candle published again stored once
+    let js = jetstream::new(client.clone());
+    let mut stream = js.get_stream("KLINES").await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while stream.info().await.unwrap().state.messages < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the candle is not stored in KLINES"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let raw = stream.get_raw_message(1).await.unwrap();
+    let id = raw
+        .headers
+        .get("Nats-Msg-Id")
+        .map(|v| v.as_str().to_string());
+    assert_eq!(
+        id.as_deref(),
+        Some(format!("binance:spot:BTC-USDT:1m:{start}").as_str())
+    );
+    assert_eq!(
+        metric_at_least(
+            &service,
+            "prism_route_state_deduplicated_total",
+            "trade-candles-1m",
+            20.0
+        )
+        .await,
+        20.0
+    );
+    nothing_more(&mut klines, Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn a_gap_in_a_delta_stream_gives_one_gap_event() {
+    let service = ServiceBuilder::new().shipped_rules().start().await;
+    let client = service.nats_client().await;
+    let mut deltas = client.subscribe("book_delta.>").await.unwrap();
+    let mut gaps = client
+        .subscribe("system.alert.sequence_gap.>")
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+
+    let delta = |last: u64, prev: u64| {
+        json!({"exchange": "binance", "market_type": "perpetual", "symbol": "ETH-USDT",
+               "update_type": "update", "last_update_id": last, "prev_update_id": prev,
+               "bids": [], "asks": []})
+    };
+    // in order, in order, a duplicate, in order, then a gap (prev 400, last was 300), in order
+    let sends = [
+        (100, 90),
+        (200, 100),
+        (200, 100),
+        (300, 200),
+        (450, 400),
+        (500, 450),
+    ];
+    for (last, prev) in sends {
+        publish(
+            &client,
+            "orderbook.binance.perpetual.ETH-USDT",
+            &delta(last, prev),
+        )
+        .await;
+    }
+    client.flush().await.unwrap();
+
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(payload(&next(&mut deltas, WAIT).await)["last_update_id"].clone());
+    }
+    assert_eq!(
+        seen,
+        vec![json!(100), json!(200), json!(300), json!(450), json!(500)]
+    );
+    let gap = next(&mut gaps, WAIT).await;
+    assert_eq!(
+        gap.subject.as_str(),
+        "system.alert.sequence_gap.binance.perpetual.ETH-USDT"
+    );
+    let g = payload(&gap);
+    assert_eq!(g["expected"], 300, "{g}");
+    assert_eq!(g["received"], 400, "{g}");
+    assert_eq!(g["key"], "binance.perpetual.ETH-USDT", "{g}");
+    nothing_more(&mut gaps, Duration::from_millis(500)).await;
+    nothing_more(&mut deltas, Duration::from_millis(100)).await;
+    assert_eq!(
+        metric_at_least(
+            &service,
+            "prism_route_state_gaps_total",
+            "orderbook-sequence",
+            1.0
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric_at_least(
+            &service,
+            "prism_route_state_deduplicated_total",
+            "orderbook-sequence",
+            1.0
+        )
+        .await,
+        1.0
+    );
+    // stored in SYSTEM_EVENTS
+    let js = jetstream::new(client.clone());
+    let mut events = js.get_stream("SYSTEM_EVENTS").await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while events.info().await.unwrap().state.messages < 1 {
+        assert!(Instant::now() < deadline, "the gap event is not stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(events.info().await.unwrap().state.messages, 1);
+}
+
+fn fast_window(lateness: &str) -> String {
+    format!(
+        r#"routes:
+  - name: fast-candles
+    from: "tick.{{symbol}}"
+    transform:
+      - window:
+          key: "{{symbol}}"
+          size: 2s
+          time_from: "$.ts"
+          lateness: {lateness}
+          carry: [symbol]
+          aggregate: {{ first: {{ first: p }}, last: {{ last: p }}, n: count, total: {{ sum: p }} }}
+    to: {{ subject: "candle.{{symbol}}" }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_window_closes_by_the_clock_without_a_later_message() {
+    let service = ServiceBuilder::new()
+        .route_file("fast.yaml", &fast_window("300ms"))
+        .start()
+        .await;
+    let client = service.nats_client().await;
+    let mut candles = client.subscribe("candle.>").await.unwrap();
+    client.flush().await.unwrap();
+    // at the start of a window, so the three ticks fall in one
+    let now = now_ms();
+    let start = (now / 2_000 + 1) * 2_000;
+    tokio::time::sleep(Duration::from_millis((start - now + 20) as u64)).await;
+    for p in [1, 2, 3] {
+        publish(
+            &client,
+            "tick.X",
+            &json!({"symbol": "X", "ts": now_ms(), "p": p}),
+        )
+        .await;
+    }
+    client.flush().await.unwrap();
+    let candle = next(&mut candles, WAIT).await;
+    let arrived = now_ms();
+    let c = payload(&candle);
+    assert_eq!(c["n"], 3, "{c}");
+    assert_eq!(c["total"], 6, "{c}");
+    assert_eq!(c["start_ms"], start, "{c}");
+    // not before the window's end plus its lateness
+    assert!(arrived >= start + 2_000 + 300, "{arrived} vs {start}");
+    nothing_more(&mut candles, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_reload_that_leaves_the_step_alone_keeps_its_state() {
+    let builder = ServiceBuilder::new().route_file("fast.yaml", &fast_window("1s"));
+    let routes_dir = builder.routes_dir();
+    let service = builder.start().await;
+    let client = service.nats_client().await;
+    let mut candles = client.subscribe("candle.>").await.unwrap();
+    client.flush().await.unwrap();
+    // event times ten minutes old: the window closes by event time only, whatever the
+    // reload takes
+    let start = (now_ms() / 2_000 - 300) * 2_000;
+    publish(
+        &client,
+        "tick.Y",
+        &json!({"symbol": "Y", "ts": start + 100, "p": 10}),
+    )
+    .await;
+    client.flush().await.unwrap();
+    wait_metrics(&service, "the window holds its key", WAIT, |m| {
+        (m.get("prism_route_state_keys", &[("route", "fast-candles")]) == Some(1.0)).then_some(())
+    })
+    .await;
+    // another route added: fast-candles keeps its source and its step config
+    std::fs::write(
+        routes_dir.join("other.yaml"),
+        "routes:\n  - name: other\n    from: \"other.x\"\n    to: { subject: \"other.y\" }\n",
+    )
+    .unwrap();
+    let (status, body) = service.post("/api/v1/routes/reload", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["data"]["kept"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("fast-candles")),
+        "{body}"
+    );
+    publish(
+        &client,
+        "tick.Y",
+        &json!({"symbol": "Y", "ts": start + 200, "p": 5}),
+    )
+    .await;
+    // closes the window by event time
+    publish(
+        &client,
+        "tick.Y",
+        &json!({"symbol": "Y", "ts": start + 3_000, "p": 1}),
+    )
+    .await;
+    client.flush().await.unwrap();
+    let c = payload(&next(&mut candles, WAIT).await);
+    assert_eq!(c["start_ms"], start, "{c}");
+    assert_eq!(
+        c["n"], 2,
+        "the message from before the reload is in the window: {c}"
+    );
+    assert_eq!(c["first"], 10, "{c}");
+    assert_eq!(c["last"], 5, "{c}");
+
+    // a changed step starts empty: its held window is gone
+    std::fs::write(routes_dir.join("fast.yaml"), fast_window("2s")).unwrap();
+    let (status, body) = service.post("/api/v1/routes/reload", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    publish(
+        &client,
+        "tick.Y",
+        &json!({"symbol": "Y", "ts": start + 9_000, "p": 7}),
+    )
+    .await;
+    client.flush().await.unwrap();
+    wait_metrics(&service, "only the new message's key", WAIT, |m| {
+        (m.get("prism_route_state_keys", &[("route", "fast-candles")]) == Some(1.0)).then_some(())
+    })
+    .await;
+    nothing_more(&mut candles, Duration::from_millis(300)).await;
+}

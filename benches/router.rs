@@ -20,6 +20,13 @@
 //! Then a JetStream-sourced route with a JetStream output against a hand-written pull
 //! consumer: N messages stored in the input stream while both consume, timed until all N
 //! are stored in the output stream.
+//!
+//! Last, the shipped candle route (`trade-candles-1m`: dedupe, one-minute windows) against
+//! the stateless trade route (`trades-canonical`) in one service, each on its own subjects,
+//! alternating: N distinct trades published at once, timed until the route counted N
+//! matched (`BENCH_STATE_MSGS`, default 100000 per round). The core comparison above
+//! leaves the stateful routes (`routes.d/market-state.yaml`) out, so it measures the
+//! trade route alone as before.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -470,11 +477,14 @@ fn main() {
         // Without `trade.>` in a stream the shipped legacy route (`market.>` in, a
         // JetStream output on `trade.*`) is refused, so that setup leaves it out; it sees
         // none of the bench's traffic either way.
+        let stateless = || -> Vec<(String, String)> {
+            shipped_rules().into_iter().filter(|(name, _)| name != "market-state.yaml").collect()
+        };
         let without_legacy: Vec<(String, String)> =
-            shipped_rules().into_iter().filter(|(name, _)| name != "legacy.yaml").collect();
+            stateless().into_iter().filter(|(name, _)| name != "legacy.yaml").collect();
         let setups = [
             ("inputs not stored", without_legacy, json!({ "streams": { "MARKET_DATA": { "subjects": market_data } } })),
-            ("inputs stored in file streams", shipped_rules(), json!({ "streams": {
+            ("inputs stored in file streams", stateless(), json!({ "streams": {
                 "RAW_TRADES": { "subjects": ["raw.trade.>"], "max_age": 3600, "max_msgs": 10000000 },
             } })),
         ];
@@ -548,5 +558,142 @@ fn main() {
         println!();
         println!("router / forwarder throughput (JetStream): {:.2}", router_rate / baseline_rate);
         println!("service resident memory: {rss} MiB after the JetStream phase (peak {peak} MiB)");
+        drop(service);
+
+        stateful_phase(env_or("BENCH_STATE_MSGS", 100_000)).await;
     });
+}
+
+/// The shipped candle route on `ctrade.*` (otherwise as shipped) beside the shipped trade
+/// route on `trade.*`.
+fn candle_rules() -> Vec<(String, String)> {
+    let mut rules: Vec<(String, String)> = shipped_rules()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("transforms/") || name == "market-data.yaml")
+        .collect();
+    let state = shipped_rules()
+        .into_iter()
+        .find(|(name, _)| name == "market-state.yaml")
+        .map(|(_, text)| text)
+        .unwrap();
+    let candles = state.replace(
+        "from: \"trade.{exchange}.{market_type}.{symbol}\"",
+        "from: \"ctrade.{exchange}.{market_type}.{symbol}\"",
+    );
+    assert!(
+        candles.contains("ctrade."),
+        "the candle route's from changed"
+    );
+    rules.push(("market-state.yaml".into(), candles));
+    rules
+}
+
+/// The `matched` counter of `route`.
+async fn matched(http: &reqwest::Client, api: &str, route: &str) -> u64 {
+    let body: Value = http
+        .get(format!("{api}/api/v1/routes/{route}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["data"]["counters"]["matched"].as_u64().unwrap_or(0)
+}
+
+/// Publishes `n` distinct trades (their own ids, times within the last minutes) on
+/// `prefix.binance.spot.*` and waits until `route` matched them all; msgs/s.
+async fn burst(
+    client: &async_nats::Client,
+    http: &reqwest::Client,
+    api: &str,
+    prefix: &str,
+    route: &str,
+    n: u64,
+    first_id: u64,
+) -> f64 {
+    let open: Vec<Value> = SYMBOLS
+        .iter()
+        .map(|s| serde_json::from_slice(&trade(s)).unwrap())
+        .collect();
+    let before = matched(http, api, route).await;
+    let start = now_ms();
+    let mut bodies = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let k = (i as usize) % SYMBOLS.len();
+        let mut v = open[k].clone();
+        v["trade_id"] = json!((first_id + i).to_string());
+        // a minute of trades per 6000: windows open and close as in a live feed
+        v["trade_ts_ms"] = json!(start + (i as i64) * 10);
+        bodies.push((
+            format!("{prefix}.binance.spot.{}", SYMBOLS[k]),
+            Bytes::from(v.to_string()),
+        ));
+    }
+    let started = Instant::now();
+    for (i, (subject, body)) in bodies.into_iter().enumerate() {
+        client.publish(subject, body).await.unwrap();
+        // keep the route's subscription from overflowing: at most WINDOW ahead
+        if i as u64 % 1000 == 999 {
+            while (i as u64 + 1).saturating_sub(matched(http, api, route).await - before)
+                > WINDOW * 10
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+    client.flush().await.unwrap();
+    while matched(http, api, route).await - before < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{route} stalled"
+        );
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn stateful_phase(n: u64) {
+    let service = start_service(&candle_rules(), json!({})).await;
+    let client = async_nats::ConnectOptions::new()
+        .connect(&service.nats)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut trade_total, mut candle_total) = (0.0, 0.0);
+    for round in 0..ROUNDS as u64 {
+        let id = round * n * 2;
+        trade_total += burst(
+            &client,
+            &http,
+            &service.api,
+            "trade",
+            "trades-canonical",
+            n,
+            id,
+        )
+        .await;
+        candle_total += burst(
+            &client,
+            &http,
+            &service.api,
+            "ctrade",
+            "trade-candles-1m",
+            n,
+            id + n,
+        )
+        .await;
+    }
+    let (trade_rate, candle_rate) = (trade_total / ROUNDS as f64, candle_total / ROUNDS as f64);
+    println!();
+    println!("| stateful route, core NATS, {n} trades per round, {ROUNDS} rounds | msgs/s |");
+    println!("|---|---:|");
+    println!("| trades-canonical (stateless) | {trade_rate:.0} |");
+    println!("| trade-candles-1m (dedupe + 1-minute windows) | {candle_rate:.0} |");
+    println!();
+    println!(
+        "candle route / trade route throughput: {:.2}",
+        candle_rate / trade_rate
+    );
 }

@@ -53,7 +53,7 @@ fn check_passes_on_the_shipped_rules_and_summarises() {
     );
     // the stateful shipped routes are shared through a core queue group: check says so
     assert!(
-        stdout.contains("warning: routes.d/market-data.yaml:")
+        stdout.contains("warning: routes.d/market-state.yaml:")
             && stdout.contains("route trade-candles-1m keeps state per key (dedupe, window)")
             && stdout.contains("core queue group prism-router.trade-candles-1m"),
         "{stdout}"

@@ -216,6 +216,33 @@ fn stateful_steps(c: &mut Criterion) {
     let headers = Headers::new();
     let mut group = c.benchmark_group("rules");
     group.throughput(Throughput::Elements(1));
+    let shipped = shipped();
+    let shipped_candles = shipped.route("trade-candles-1m").cloned();
+    let shipped_trades = shipped.route("trades-canonical").cloned();
+    for (name, route) in [
+        ("state/shipped-trade-candles-1m", shipped_candles),
+        ("state/shipped-trades-canonical", shipped_trades),
+    ] {
+        let Some(route) = route else {
+            std::process::exit(1);
+        };
+        let mut state = route.new_state();
+        let mut i = 0u64;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let (subject, payload) = nth_trade(&open, i);
+                i += 1;
+                let now = 1_795_290_120_100_i64 + i as i64 * 10;
+                route.process_with(
+                    black_box(&subject),
+                    &headers,
+                    black_box(&payload),
+                    now,
+                    &mut state,
+                )
+            })
+        });
+    }
     for (name, table) in [
         ("state/window-update", &window),
         ("state/baseline-filtered-after-parse", &filtered),

@@ -456,3 +456,203 @@ async fn a_reload_that_leaves_the_step_alone_keeps_its_state() {
     .await;
     nothing_more(&mut candles, Duration::from_millis(300)).await;
 }
+
+/// Reads a tap stream until its `end` event (or `deadline`): `(event, data)` pairs.
+async fn read_tap(mut response: reqwest::Response, deadline: Duration) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let end = Instant::now() + deadline;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let chunk = match tokio::time::timeout(left, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => panic!("tap stream broke: {e}"),
+            Err(_) => panic!("tap stream did not end within {deadline:?}: {events:?}"),
+        };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(at) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..at + 2).collect();
+            let mut event = String::new();
+            let mut data = Value::Null;
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = e.to_string();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d).unwrap();
+                }
+            }
+            events.push((event, data));
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn a_tap_streams_what_the_route_receives_and_publishes_at_its_rate() {
+    let service = ServiceBuilder::new()
+        .route_file("thin.yaml", THROTTLE)
+        .start()
+        .await;
+    let client = service.nats_client().await;
+    // a quiet route costs nothing and shows nothing: the session opens on demand
+    let response = service
+        .http
+        .get(service.url("/api/v1/routes/book-thin/tap?limit=5&seconds=3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let reading = tokio::spawn(read_tap(response, Duration::from_secs(20)));
+    // the session is open once the route's tap counts it: events are then built
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for v in 0..200 {
+        publish(&client, "book.ETH", &json!({"v": v})).await;
+    }
+    client.flush().await.unwrap();
+    let events = reading.await.unwrap();
+    let (first, open) = &events[0];
+    assert_eq!(first, "open", "{events:?}");
+    assert_eq!(open["limit"], 5);
+    let (last, end) = events.last().unwrap();
+    assert_eq!(last, "end", "{events:?}");
+    assert_eq!(end["reason"], "time is up");
+    let shown: Vec<&(String, Value)> = events
+        .iter()
+        .filter(|(e, _)| !matches!(e.as_str(), "open" | "end" | "skipped"))
+        .collect();
+    assert!(!shown.is_empty(), "{events:?}");
+    // at 5 a second over 3 seconds: the bucket's first 5 and at most 5 a second after
+    assert!(shown.len() <= 5 + 3 * 5 + 1, "{}", shown.len());
+    assert_eq!(end["sent"].as_u64().unwrap(), shown.len() as u64);
+    // every message gives a received event and most give none else (conflated); the rest
+    // were skipped, counted
+    assert!(end["skipped"].as_u64().unwrap() >= 150, "{end}");
+    let (kind, e) = shown[0];
+    assert_eq!(kind, "received", "{events:?}");
+    assert_eq!(e["subject"], "book.ETH");
+    assert_eq!(e["payload"], "{\"v\":0}");
+    assert!(
+        shown
+            .iter()
+            .any(|(k, e)| k == "published" && e["subject"] == "thin.ETH"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_tap_needs_the_token_when_one_is_set_and_refuses_bad_parameters() {
+    let service = ServiceBuilder::new()
+        .env("PRISM_API_TOKEN", "s3cret")
+        .route_file("thin.yaml", THROTTLE)
+        .start()
+        .await;
+    let (status, body) = service.get("/api/v1/routes/book-thin/tap").await;
+    assert_error(status, &body, 401, "UNAUTHORIZED");
+    let tap = |query: &'static str| {
+        service
+            .http
+            .get(service.url(&format!("/api/v1/routes/book-thin/tap{query}")))
+            .bearer_auth("s3cret")
+            .send()
+    };
+    for query in ["?limit=0", "?limit=101", "?seconds=0", "?seconds=601"] {
+        let response = tap(query).await.unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{query}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error_code"], "INVALID_PARAMETERS", "{body}");
+    }
+    let response = service
+        .http
+        .get(service.url("/api/v1/routes/nope/tap"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let response = tap("?seconds=1").await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let events = read_tap(response, Duration::from_secs(15)).await;
+    assert_eq!(events.last().unwrap().0, "end", "{events:?}");
+    // reads of other endpoints stay open
+    let (status, _) = service.get("/api/v1/routes/book-thin").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn prism_broker_tap_prints_the_events_in_a_terminal() {
+    let service = ServiceBuilder::new()
+        .route_file("thin.yaml", THROTTLE)
+        .start()
+        .await;
+    let client = service.nats_client().await;
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "tap",
+            "book-thin",
+            "--seconds",
+            "3",
+            "--limit",
+            "20",
+            "--url",
+        ])
+        .arg(&service.base)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // publish until the tap shows traffic (it is open once the CLI connected)
+    let deadline = Instant::now() + WAIT;
+    let mut v = 0;
+    loop {
+        publish(&client, "book.SOL", &json!({"v": v})).await;
+        client.flush().await.unwrap();
+        v += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if v >= 40 || Instant::now() > deadline {
+            break;
+        }
+    }
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = &mut child;
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("tapping route book-thin at most 20 events/s for 3 s"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(" received ") && l.contains("book.SOL {\"v\":")),
+        "{stdout}"
+    );
+    // conflated updates come out of the throttle's state at the end of each interval
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(" emitted ") && l.contains("thin.SOL {\"v\":")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("end: time is up"),
+        "{stdout}"
+    );
+}

@@ -86,10 +86,10 @@ async fn handle(mut processor: Processor, mut messages: Messages, control: TaskC
     let retiring = control.retiring.clone();
     let mut window = FuturesUnordered::new();
     let mut draining: Option<tokio::time::Instant> = None;
-    let mut last_tick = tokio::time::Instant::now();
+    let mut timer = timers::Timer::new();
     loop {
         // stateful steps with something due wake the task without a new message
-        let due = timers::deadline(processor.next_due(), last_tick + timers::MIN_TICK);
+        timer.arm(processor.next_due());
         tokio::select! {
             biased;
             _ = stop.changed(), if draining.is_none() => {
@@ -98,8 +98,7 @@ async fn handle(mut processor: Processor, mut messages: Messages, control: TaskC
             }
             _ = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)), if draining.is_some() => break,
             Some(()) = window.next(), if !window.is_empty() => {}
-            () = timers::wait(due), if window.len() < ACK_WINDOW => {
-                last_tick = tokio::time::Instant::now();
+            () = timer.fired(), if timer.is_armed() && window.len() < ACK_WINDOW => {
                 for pending in processor.tick().await {
                     if !pending.settled() {
                         window.push(finish(processor.deps.clone(), pending, control.stop.clone()));

@@ -14,6 +14,7 @@ use tracing::{debug, error, warn};
 
 use super::output::{self, OutputFailure, Sent};
 use super::state::RouterState;
+use super::tap::RouteTap;
 use crate::rules::{
     CompiledRoute, FailureAction, Headers, OutputMessage, RouteError, RouteOutcome, RouteState,
 };
@@ -110,6 +111,8 @@ pub struct Processor {
     pub updates: watch::Receiver<Arc<CompiledRoute>>,
     pub deps: TaskDeps,
     state: RouteState,
+    /// Checked once per message: events are built only while someone taps the route.
+    tap: Arc<RouteTap>,
 }
 
 impl Clone for Processor {
@@ -119,6 +122,7 @@ impl Clone for Processor {
             updates: self.updates.clone(),
             deps: self.deps.clone(),
             state: self.route.new_state(),
+            tap: self.tap.clone(),
         }
     }
 }
@@ -130,11 +134,13 @@ impl Processor {
         deps: TaskDeps,
     ) -> Processor {
         let state = route.new_state();
+        let tap = deps.state.taps.route(&route.name);
         Processor {
             route,
             updates,
             deps,
             state,
+            tap,
         }
     }
 
@@ -176,6 +182,7 @@ impl Processor {
         self.note_state(&route);
         let mut pending = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
+            self.tap.note_outcome(&outcome, true, now);
             // what a dead letter of it carries: the first message it made
             let (subject, payload) = match &outcome {
                 RouteOutcome::Outputs { messages, .. } => messages
@@ -215,6 +222,10 @@ impl Processor {
         } else {
             route.process(subject, &headers, &payload, now)
         };
+        if self.tap.is_on() && !matches!(outcome, RouteOutcome::NoMatch) {
+            self.tap.note_received(subject, &payload, now);
+            self.tap.note_outcome(&outcome, false, now);
+        }
         self.dispatch(&route, outcome, subject, headers, payload, now, started)
             .await
     }

@@ -24,7 +24,8 @@
 //! Last, the shipped candle route (`trade-candles-1m`: dedupe, one-minute windows) against
 //! the stateless trade route (`trades-canonical`) in one service, each on its own subjects,
 //! alternating: N distinct trades published at once, timed until the route counted N
-//! matched (`BENCH_STATE_MSGS`, default 100000 per round). The core comparison above
+//! matched (`BENCH_STATE_MSGS`, default 100000 per round; `BENCH_ONLY=state` runs this
+//! comparison alone). The core comparison above
 //! leaves the stateful routes (`routes.d/market-state.yaml`) out, so it measures the
 //! trade route alone as before.
 
@@ -467,6 +468,11 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
+        // BENCH_ONLY=state runs the stateful comparison alone
+        if std::env::var("BENCH_ONLY").as_deref() == Ok("state") {
+            stateful_phase(env_or("BENCH_STATE_MSGS", 100_000)).await;
+            return;
+        }
         println!("router benchmark: {secs:?} per phase, latency at {rate} msgs/s, {js_msgs} JetStream messages");
 
         // Core NATS: the shipped rules against the hand-written forwarder, twice. First
@@ -565,7 +571,7 @@ fn main() {
 }
 
 /// The shipped candle route on `ctrade.*` (otherwise as shipped) beside the shipped trade
-/// route on `trade.*`.
+/// route on `trade.*`; a stream stores `ctrade.>` as MARKET_DATA stores `trade.>`.
 fn candle_rules() -> Vec<(String, String)> {
     let mut rules: Vec<(String, String)> = shipped_rules()
         .into_iter()
@@ -601,8 +607,12 @@ async fn matched(http: &reqwest::Client, api: &str, route: &str) -> u64 {
     body["data"]["counters"]["matched"].as_u64().unwrap_or(0)
 }
 
-/// Publishes `n` distinct trades (their own ids, times within the last minutes) on
-/// `prefix.binance.spot.*` and waits until `route` matched them all; msgs/s.
+/// Publishes `n` distinct trades on `prefix.binance.spot.*` and waits until `route`
+/// matched them all; msgs/s. Trade `id` has its own trade id and the trade time
+/// `epoch + 10 ms × id`: time only moves on (a round's trades are never late for the
+/// windows of the round before) and a symbol's window closes every 6000 trades, as in a
+/// busy live feed.
+#[allow(clippy::too_many_arguments)]
 async fn burst(
     client: &async_nats::Client,
     http: &reqwest::Client,
@@ -611,20 +621,20 @@ async fn burst(
     route: &str,
     n: u64,
     first_id: u64,
+    epoch: i64,
 ) -> f64 {
     let open: Vec<Value> = SYMBOLS
         .iter()
         .map(|s| serde_json::from_slice(&trade(s)).unwrap())
         .collect();
     let before = matched(http, api, route).await;
-    let start = now_ms();
     let mut bodies = Vec::with_capacity(n as usize);
     for i in 0..n {
         let k = (i as usize) % SYMBOLS.len();
         let mut v = open[k].clone();
-        v["trade_id"] = json!((first_id + i).to_string());
-        // a minute of trades per 6000: windows open and close as in a live feed
-        v["trade_ts_ms"] = json!(start + (i as i64) * 10);
+        let id = first_id + i;
+        v["trade_id"] = json!(id.to_string());
+        v["trade_ts_ms"] = json!(epoch + id as i64 * 10);
         bodies.push((
             format!("{prefix}.binance.spot.{}", SYMBOLS[k]),
             Bytes::from(v.to_string()),
@@ -633,7 +643,7 @@ async fn burst(
     let started = Instant::now();
     for (i, (subject, body)) in bodies.into_iter().enumerate() {
         client.publish(subject, body).await.unwrap();
-        // keep the route's subscription from overflowing: at most WINDOW ahead
+        // keep the route's subscription from overflowing: at most WINDOW × 10 ahead
         if i as u64 % 1000 == 999 {
             while (i as u64 + 1).saturating_sub(matched(http, api, route).await - before)
                 > WINDOW * 10
@@ -653,8 +663,27 @@ async fn burst(
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// A route's counters.
+async fn counters(http: &reqwest::Client, api: &str, route: &str) -> Value {
+    let body: Value = http
+        .get(format!("{api}/api/v1/routes/{route}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["data"]["counters"].clone()
+}
+
 async fn stateful_phase(n: u64) {
-    let service = start_service(&candle_rules(), json!({})).await;
+    // the candle route's inputs are stored like the trade route's (MARKET_DATA has
+    // `trade.>`), so both sides cost the server the same
+    let service = start_service(
+        &candle_rules(),
+        json!({ "streams": { "CTRADES": { "subjects": ["ctrade.>"], "max_age": 3600, "max_msgs": 10000000 } } }),
+    )
+    .await;
     let client = async_nats::ConnectOptions::new()
         .connect(&service.nats)
         .await
@@ -662,28 +691,51 @@ async fn stateful_phase(n: u64) {
     let http = reqwest::Client::new();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (mut trade_total, mut candle_total) = (0.0, 0.0);
+    let epoch = now_ms();
+    let api = service.api.as_str();
     for round in 0..ROUNDS as u64 {
         let id = round * n * 2;
-        trade_total += burst(
-            &client,
-            &http,
-            &service.api,
-            "trade",
-            "trades-canonical",
-            n,
-            id,
-        )
-        .await;
-        candle_total += burst(
-            &client,
-            &http,
-            &service.api,
-            "ctrade",
-            "trade-candles-1m",
-            n,
-            id + n,
-        )
-        .await;
+        // alternate which goes first, so neither always follows the other
+        let trades = || {
+            burst(
+                &client,
+                &http,
+                api,
+                "trade",
+                "trades-canonical",
+                n,
+                id,
+                epoch,
+            )
+        };
+        let candles = || {
+            burst(
+                &client,
+                &http,
+                api,
+                "ctrade",
+                "trade-candles-1m",
+                n,
+                id + n,
+                epoch,
+            )
+        };
+        let (t, c) = if round % 2 == 0 {
+            let t = trades().await;
+            (t, candles().await)
+        } else {
+            let c = candles().await;
+            (trades().await, c)
+        };
+        println!("round {round}: trades-canonical {t:.0}/s, trade-candles-1m {c:.0}/s");
+        trade_total += t;
+        candle_total += c;
+    }
+    // the comparison measured the routes' work, not failures
+    for route in ["trades-canonical", "trade-candles-1m"] {
+        let c = counters(&http, api, route).await;
+        assert_eq!(c["dead_lettered"], 0, "{route}: {c}");
+        assert_eq!(c["errored"], 0, "{route}: {c}");
     }
     let (trade_rate, candle_rate) = (trade_total / ROUNDS as f64, candle_total / ROUNDS as f64);
     println!();

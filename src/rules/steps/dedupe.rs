@@ -10,16 +10,24 @@
 //! is forgotten and counted as an eviction. A key that does not render (a missing field)
 //! fails the step.
 //!
+//! Keys are remembered by a 64-bit keyed hash (SipHash with a random key per process), not
+//! as text: 16 bytes a key instead of the text twice, and no allocation per message. Two
+//! different keys with the same hash would make the second look like a repeat; with a
+//! million keys held the chance that any two collide is about 3 in 100 million.
+//!
 //! Layer 2 (a stateful step kind): imports `steps/stateful.rs`, `steps/transform.rs` and
 //! the template primitive.
 
 use std::any::Any;
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::stateful::{
-    check_max_keys, downcast, millis, Emitted, KeyedState, Stateful, StepEvents, DEFAULT_MAX_KEYS,
+    check_max_keys, downcast, millis, Emitted, Stateful, StepEvents, DEFAULT_MAX_KEYS,
 };
 use super::transform::{parse_config, Applied, BuildContext, TransformError};
 use crate::config::Span;
@@ -49,8 +57,52 @@ pub struct Dedupe {
     max_keys: usize,
 }
 
-/// Keys by first sighting; insertion order is time order (the clock only moves forward).
-type Seen = KeyedState<i64>;
+/// A hasher for keys that are hashes already.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Keys (by hash) at their first sighting; `order` is sighting order, which is time order
+/// (the routing clock only moves forward), so the oldest is always at the front.
+struct Seen {
+    hasher: RandomState,
+    at: HashMap<u64, i64, BuildHasherDefault<Identity>>,
+    order: VecDeque<(u64, i64)>,
+}
+
+impl Seen {
+    fn new() -> Seen {
+        Seen {
+            hasher: RandomState::new(),
+            at: HashMap::default(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Forgets the oldest key (if the map still has it from that sighting).
+    fn pop_oldest(&mut self) -> bool {
+        let Some((key, at)) = self.order.pop_front() else {
+            return false;
+        };
+        if self.at.get(&key) == Some(&at) {
+            self.at.remove(&key);
+        }
+        true
+    }
+}
 
 pub fn build(config: &Value, ctx: &BuildContext<'_>) -> Result<Box<dyn Stateful>, TransformError> {
     let c: DedupeConfig = parse_config(KIND, config)?;
@@ -73,7 +125,7 @@ impl Stateful for Dedupe {
     }
 
     fn new_state(&self) -> Box<dyn Any + Send + Sync> {
-        Box::new(Seen::new(self.max_keys))
+        Box::new(Seen::new())
     }
 
     fn apply(
@@ -91,22 +143,30 @@ impl Stateful for Dedupe {
             .map_err(|source| TransformError::Template { kind: KIND, source })?;
         let now = ctx.now_ms;
         // forget what left the window (oldest first)
-        while let Some(oldest) = seen.oldest() {
-            if seen
-                .get(oldest)
-                .is_some_and(|at| now - at >= self.window_ms)
-            {
-                let oldest = oldest.to_string();
-                seen.remove(&oldest);
-            } else {
-                break;
-            }
+        while seen
+            .order
+            .front()
+            .is_some_and(|(_, at)| now - at >= self.window_ms)
+        {
+            seen.pop_oldest();
         }
-        if seen.get(&key).is_some_and(|at| now - at < self.window_ms) {
+        let hash = seen.hasher.hash_one(key.as_str());
+        if seen
+            .at
+            .get(&hash)
+            .is_some_and(|at| now - at < self.window_ms)
+        {
             events.deduplicated += 1;
             return Ok(Applied::Many(Vec::new()));
         }
-        seen.insert(key, now, events);
+        while seen.at.len() >= self.max_keys {
+            if !seen.pop_oldest() {
+                break;
+            }
+            events.evictions += 1;
+        }
+        seen.at.insert(hash, now);
+        seen.order.push_back((hash, now));
         Ok(Applied::One(payload))
     }
 
@@ -119,7 +179,7 @@ impl Stateful for Dedupe {
     }
 
     fn keys(&self, state: &dyn Any) -> usize {
-        state.downcast_ref::<Seen>().map_or(0, Seen::len)
+        state.downcast_ref::<Seen>().map_or(0, |s| s.at.len())
     }
 }
 

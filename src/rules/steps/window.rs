@@ -29,7 +29,7 @@
 //!
 //! A window closes when the key's event time reaches `end + lateness` (a later message
 //! arrived), or when the routing clock does — shifted by the key's lag between routing
-//! time and event time, so live data closes `lateness` after the minute ends while a replay
+//! time and event time (rounded up to 250 ms), so live data closes `lateness` after the minute ends while a replay
 //! of old data closes as its own time moves on. A message for a window that closed is
 //! late: counted (`prism_route_state_late_total`) and dead-lettered or dropped (`late:`).
 //! At most `max_keys` keys; when full the oldest key is forgotten with its open windows
@@ -57,6 +57,9 @@ use crate::rules::template::Template;
 use crate::rules::value::as_number;
 
 const KIND: &str = "window";
+
+/// The routing-time lag a window's close is shifted by is rounded up to this many ms.
+const LAG_STEP: i64 = 250;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -397,7 +400,10 @@ impl Stateful for Window {
         }
         if ts > w.max_event {
             w.max_event = ts;
-            w.lag = ctx.now_ms - ts;
+            // in steps of LAG_STEP, so the close time (and the task's timer) moves only when
+            // the feed's lag really changes, not with every message's jitter
+            let lag = (ctx.now_ms - ts).max(0);
+            w.lag = (lag + LAG_STEP - 1) / LAG_STEP * LAG_STEP;
         }
         if w.subject != ctx.subject {
             w.subject = ctx.subject.to_string();
@@ -494,10 +500,10 @@ mod tests {
         assert!(h.feed(60_600, trade("a", 60_500, "12", 2.0)).is_empty());
         assert!(h.feed(60_400, trade("a", 60_300, "9", 0.5)).is_empty());
         assert!(h.feed(119_100, trade("a", 119_000, "11", 1.5)).is_empty());
-        // due: end 120000 + lateness 2000 + lag 100
-        assert_eq!(h.next_due(), Some(122_100));
-        assert!(h.tick(122_099).is_empty());
-        let candles = h.tick(122_100);
+        // due: end 120000 + lateness 2000 + lag 100 rounded up to 250
+        assert_eq!(h.next_due(), Some(122_250));
+        assert!(h.tick(122_249).is_empty());
+        let candles = h.tick(122_250);
         assert_eq!(
             candles,
             vec![
@@ -513,7 +519,7 @@ mod tests {
         assert!(err.to_string().contains("closed already"), "{err}");
         assert_eq!(h.events.late, 1);
         // by event time: a message 2 s past the next window's end closes it
-        assert!(h.feed(122_300, trade("a", 120_000, "5", 1.0)).is_empty());
+        assert!(h.feed(122_400, trade("a", 120_000, "5", 1.0)).is_empty());
         let out = h.feed(182_400, trade("a", 182_000, "6", 1.0));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0]["start_ms"], json!(120_000));

@@ -81,7 +81,7 @@ async fn conflation_publishes_the_last_update_when_the_interval_ends_without_fur
         .await;
     let client = service.nats_client().await;
     let mut thin = client.subscribe("thin.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
 
     for v in 1..=5 {
         publish(&client, "book.BTC", &json!({"v": v})).await;
@@ -133,7 +133,7 @@ async fn candles_from_hundreds_of_trades_match_a_computed_candle_and_are_stored(
     let service = ServiceBuilder::new().shipped_rules().start().await;
     let client = service.nats_client().await;
     let mut klines = client.subscribe("kline.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
 
     // A minute five minutes ago: its candle closes by event time when a trade 2 s past its
     // end arrives (the routing clock would wait for the trades' five-minute lag).
@@ -252,7 +252,7 @@ async fn a_gap_in_a_delta_stream_gives_one_gap_event() {
         .subscribe("system.alert.sequence_gap.>")
         .await
         .unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
 
     let delta = |last: u64, prev: u64| {
         json!({"exchange": "binance", "market_type": "perpetual", "symbol": "ETH-USDT",
@@ -354,7 +354,7 @@ async fn a_window_closes_by_the_clock_without_a_later_message() {
         .await;
     let client = service.nats_client().await;
     let mut candles = client.subscribe("candle.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     // at the start of a window, so the three ticks fall in one
     let now = now_ms();
     let start = (now / 2_000 + 1) * 2_000;
@@ -386,7 +386,7 @@ async fn a_reload_that_leaves_the_step_alone_keeps_its_state() {
     let service = builder.start().await;
     let client = service.nats_client().await;
     let mut candles = client.subscribe("candle.>").await.unwrap();
-    client.flush().await.unwrap();
+    server_sync(&client).await;
     // event times ten minutes old: the window closes by event time only, whatever the
     // reload takes
     let start = (now_ms() / 2_000 - 300) * 2_000;
@@ -507,17 +507,24 @@ async fn a_tap_streams_what_the_route_receives_and_publishes_at_its_rate() {
         response.headers()["content-type"].to_str().unwrap(),
         "text/event-stream"
     );
+    // the first chunk is the open event, sent once the session is registered: from then
+    // on the route builds events
+    let mut response = response;
+    let first = tokio::time::timeout(WAIT, response.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).starts_with("event: open\n"),
+        "{first:?}"
+    );
     let reading = tokio::spawn(read_tap(response, Duration::from_secs(20)));
-    // the session is open once the route's tap counts it: events are then built
-    tokio::time::sleep(Duration::from_millis(300)).await;
     for v in 0..200 {
         publish(&client, "book.ETH", &json!({"v": v})).await;
     }
     client.flush().await.unwrap();
     let events = reading.await.unwrap();
-    let (first, open) = &events[0];
-    assert_eq!(first, "open", "{events:?}");
-    assert_eq!(open["limit"], 5);
     let (last, end) = events.last().unwrap();
     assert_eq!(last, "end", "{events:?}");
     assert_eq!(end["reason"], "time is up");
@@ -585,6 +592,8 @@ async fn a_tap_needs_the_token_when_one_is_set_and_refuses_bad_parameters() {
 
 #[tokio::test]
 async fn prism_broker_tap_prints_the_events_in_a_terminal() {
+    use std::io::BufRead;
+
     let service = ServiceBuilder::new()
         .route_file("thin.yaml", THROTTLE)
         .start()
@@ -595,7 +604,7 @@ async fn prism_broker_tap_prints_the_events_in_a_terminal() {
             "tap",
             "book-thin",
             "--seconds",
-            "3",
+            "4",
             "--limit",
             "20",
             "--url",
@@ -605,54 +614,51 @@ async fn prism_broker_tap_prints_the_events_in_a_terminal() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // publish until the tap shows traffic (it is open once the CLI connected)
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // the tap is open once the CLI printed its first line
+    let first = tokio::time::timeout(WAIT, lines.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, "tapping route book-thin at most 20 events/s for 4 s");
+    // updates every 50 ms until the terminal shows one received and one emitted (a
+    // conflated update let go of at the end of its interval) and the tap ends
+    let mut seen = vec![first];
     let deadline = Instant::now() + WAIT;
     let mut v = 0;
-    loop {
+    let mut ended = false;
+    while !ended {
+        assert!(Instant::now() < deadline, "{seen:#?}");
         publish(&client, "book.SOL", &json!({"v": v})).await;
         client.flush().await.unwrap();
         v += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if v >= 40 || Instant::now() > deadline {
-            break;
+        if let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(50), lines.recv()).await
+        {
+            ended = line.starts_with("end: time is up");
+            seen.push(line);
         }
     }
-    let out = tokio::task::spawn_blocking(move || {
-        let _ = &mut child;
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{seen:#?}");
     assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.starts_with("tapping route book-thin at most 20 events/s for 3 s"),
-        "{stdout}"
-    );
-    assert!(
-        stdout
-            .lines()
+        seen.iter()
             .any(|l| l.contains(" received ") && l.contains("book.SOL {\"v\":")),
-        "{stdout}"
+        "{seen:#?}"
     );
-    // conflated updates come out of the throttle's state at the end of each interval
     assert!(
-        stdout
-            .lines()
+        seen.iter()
             .any(|l| l.contains(" emitted ") && l.contains("thin.SOL {\"v\":")),
-        "{stdout}"
-    );
-    assert!(
-        stdout
-            .trim_end()
-            .lines()
-            .last()
-            .unwrap()
-            .starts_with("end: time is up"),
-        "{stdout}"
+        "{seen:#?}"
     );
 }

@@ -149,6 +149,10 @@ impl RouteTap {
         if let Ok(mut limits) = self.limits.lock() {
             limits.push(limit);
         }
+        // a new session starts with a full second's worth of events
+        if let Ok(mut bucket) = self.bucket.lock() {
+            *bucket = Bucket::new(self.rate());
+        }
         let events = self.events.subscribe();
         self.sessions.fetch_add(1, Ordering::Relaxed);
         TapSession {

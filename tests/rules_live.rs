@@ -662,3 +662,178 @@ async fn prism_broker_tap_prints_the_events_in_a_terminal() {
         "{seen:#?}"
     );
 }
+
+const JS_WINDOW: &str = r#"routes:
+  - name: js-candles
+    from: "trade.{exchange}.{market_type}.{symbol}"
+    source:
+      jetstream: { stream: MARKET_DATA, durable: js-candles, ack_wait: 2s }
+    transform:
+      - window:
+          key: "{symbol}"
+          size: 1m
+          time_from: "$.trade_ts_ms"
+          lateness: 1s
+          carry: [symbol]
+          aggregate: { n: count, volume: { sum: quantity } }
+    to:
+      - subject: "kline.{exchange}.{market_type}.{symbol}.js"
+        jetstream: true
+        msg_id: "{symbol}:{$.start_ms}"
+"#;
+
+/// `(ack pending, ack floor stream sequence, redelivered)` of a durable.
+async fn consumer_state(js: &jetstream::Context, durable: &str) -> (usize, u64, usize) {
+    let stream = js.get_stream("MARKET_DATA").await.unwrap();
+    let mut consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config> =
+        stream.get_consumer(durable).await.unwrap();
+    let info = consumer.info().await.unwrap();
+    (
+        info.num_ack_pending,
+        info.ack_floor.stream_sequence,
+        info.num_redelivered,
+    )
+}
+
+#[tokio::test]
+async fn a_jetstream_input_held_in_a_window_is_acked_once_its_candle_is_stored() {
+    let service = ServiceBuilder::new()
+        .route_file("js.yaml", JS_WINDOW)
+        .start()
+        .await;
+    let client = service.nats_client().await;
+    let js = jetstream::new(client.clone());
+    // a minute five minutes ago: the window closes by event time only
+    let start = (now_ms() / 60_000 - 5) * 60_000;
+    for i in 0..20u64 {
+        js.publish(
+            "trade.binance.spot.XRP-USDT",
+            trade(i + 1, start + i as i64 * 1000, 0.5, 2.0)
+                .to_string()
+                .into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    // all 20 are held: delivered, not acknowledged
+    let deadline = Instant::now() + WAIT;
+    while consumer_state(&js, "js-candles").await.0 != 20 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            consumer_state(&js, "js-candles").await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // longer than ack_wait (2 s): progress acks keep them from being delivered again
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(3) {
+        let (pending, floor, redelivered) = consumer_state(&js, "js-candles").await;
+        assert_eq!((pending, floor, redelivered), (20, 0, 0));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // a trade past the minute and its lateness closes the candle; the 20 are acked once it
+    // is stored, the closing trade stays held in the next window
+    js.publish(
+        "trade.binance.spot.XRP-USDT",
+        trade(21, start + 61_000, 0.5, 1.0).to_string().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let mut klines = js.get_stream("KLINES").await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while klines.info().await.unwrap().state.messages < 1 {
+        assert!(Instant::now() < deadline, "no candle stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let candle: Value =
+        serde_json::from_slice(&klines.get_raw_message(1).await.unwrap().payload).unwrap();
+    assert_eq!(candle["n"], 20, "{candle}");
+    assert_eq!(candle["volume"], 40, "{candle}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let state = consumer_state(&js, "js-candles").await;
+        if state == (1, 20, 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{state:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reload_that_drops_a_window_delivers_its_held_inputs_again() {
+    let builder = ServiceBuilder::new().route_file("js.yaml", JS_WINDOW);
+    let routes_dir = builder.routes_dir();
+    let service = builder.start().await;
+    let client = service.nats_client().await;
+    let js = jetstream::new(client.clone());
+    let start = (now_ms() / 60_000 - 5) * 60_000;
+    for i in 0..10u64 {
+        js.publish(
+            "trade.binance.spot.ADA-USDT",
+            trade(i + 1, start + i as i64 * 1000, 0.5, 1.0)
+                .to_string()
+                .into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    while consumer_state(&js, "js-candles").await.0 != 10 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            consumer_state(&js, "js-candles").await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the window's config changes, its source does not: the task stays, the window's state
+    // is dropped, and the inputs it held are delivered again into the new one
+    std::fs::write(
+        routes_dir.join("js.yaml"),
+        JS_WINDOW.replace("lateness: 1s", "lateness: 2s"),
+    )
+    .unwrap();
+    let (status, body) = service.post("/api/v1/routes/reload", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["data"]["kept"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("js-candles")),
+        "{body}"
+    );
+    js.publish(
+        "trade.binance.spot.ADA-USDT",
+        trade(11, start + 62_000, 0.5, 1.0).to_string().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let mut klines = js.get_stream("KLINES").await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while klines.info().await.unwrap().state.messages < 1 {
+        assert!(Instant::now() < deadline, "no candle stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let candle: Value =
+        serde_json::from_slice(&klines.get_raw_message(1).await.unwrap().payload).unwrap();
+    assert_eq!(candle["n"], 10, "each held input counted once: {candle}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (pending, floor, _) = consumer_state(&js, "js-candles").await;
+        if (pending, floor) == (1, 10) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pending} {floor}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -9,6 +9,7 @@
 
 pub mod actor;
 mod core;
+mod held;
 mod jetstream;
 pub mod output;
 mod process;

@@ -113,6 +113,9 @@ pub struct Processor {
     state: RouteState,
     /// Checked once per message: events are built only while someone taps the route.
     tap: Arc<RouteTap>,
+    /// Bumped whenever state was dropped (a reload changed a stateful step, a reset):
+    /// inputs parked for what it held must be delivered again.
+    generation: u64,
 }
 
 impl Clone for Processor {
@@ -123,6 +126,7 @@ impl Clone for Processor {
             deps: self.deps.clone(),
             state: self.route.new_state(),
             tap: self.tap.clone(),
+            generation: 0,
         }
     }
 }
@@ -141,6 +145,7 @@ impl Processor {
             deps,
             state,
             tap,
+            generation: 0,
         }
     }
 
@@ -149,7 +154,11 @@ impl Processor {
         if self.updates.has_changed().unwrap_or(false) {
             self.route = self.updates.borrow_and_update().clone();
             let state = std::mem::take(&mut self.state);
-            self.state = state.carry_over(&self.route);
+            let (state, all) = state.carry_over_all(&self.route);
+            self.state = state;
+            if !all {
+                self.generation += 1;
+            }
         }
         &self.route
     }
@@ -157,6 +166,27 @@ impl Processor {
     /// When the route's stateful steps next have something to emit (epoch ms).
     pub fn next_due(&self) -> Option<i64> {
         self.route.next_due(&self.state)
+    }
+
+    /// The number of the earliest input whose effect the route's state still holds.
+    pub fn holding_since(&self) -> Option<u64> {
+        self.route.holding_since(&self.state)
+    }
+
+    /// Drops the route's state (its JetStream inputs are about to be delivered again).
+    pub fn reset_state(&mut self) {
+        self.state = self.route.new_state();
+        self.generation += 1;
+    }
+
+    /// Changes whenever state was dropped.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The number of the last input [`Processor::run`] ran through the route's state.
+    pub fn last_input(&self) -> u64 {
+        self.state.last_input()
     }
 
     /// Moves what the stateful steps did into the route's metrics.

@@ -62,22 +62,43 @@ pub enum RouteError {
 pub struct RouteState {
     pipeline: PipelineState,
     events: StepEvents,
+    /// Inputs run with this state so far: the number of the last one.
+    inputs: u64,
 }
 
 impl RouteState {
     /// Counters and nothing else (the alerts are already outputs) since the last call.
     pub fn take_events(&mut self) -> StepEvents {
-        std::mem::take(&mut self.events)
+        let input = self.events.input;
+        let events = std::mem::take(&mut self.events);
+        self.events.input = input;
+        events
+    }
+
+    /// The number of the last input run (inputs count up from 1).
+    pub fn last_input(&self) -> u64 {
+        self.inputs
     }
 
     /// This state for `route`, a new version of the route it was made for: each stateful
     /// step whose kind and config are unchanged keeps its state (matched in order), the
     /// others start empty.
     pub fn carry_over(self, route: &CompiledRoute) -> RouteState {
-        RouteState {
-            pipeline: self.pipeline.carry_over(route.pipeline.new_state()),
-            events: self.events,
-        }
+        self.carry_over_all(route).0
+    }
+
+    /// [`RouteState::carry_over`], and whether every old step's state was kept (when not,
+    /// what the dropped state held is gone).
+    pub fn carry_over_all(self, route: &CompiledRoute) -> (RouteState, bool) {
+        let (pipeline, all) = self.pipeline.carry_over_all(route.pipeline.new_state());
+        (
+            RouteState {
+                pipeline,
+                events: self.events,
+                inputs: self.inputs,
+            },
+            all,
+        )
     }
 
     /// How many stateful steps the state is for.
@@ -227,6 +248,12 @@ impl CompiledRoute {
         self.pipeline.is_stateful()
     }
 
+    /// True when a step can hold an input's effect past the input (a window, a throttle
+    /// emitting the latest message): a JetStream input is then acked once its effect is out.
+    pub fn holds_inputs(&self) -> bool {
+        self.pipeline.holds_inputs()
+    }
+
     /// The kinds of the stateful steps, in order.
     pub fn stateful_kinds(&self) -> Vec<&'static str> {
         self.pipeline.stateful_kinds()
@@ -237,6 +264,7 @@ impl CompiledRoute {
         RouteState {
             pipeline: self.pipeline.new_state(),
             events: StepEvents::default(),
+            inputs: 0,
         }
     }
 
@@ -250,9 +278,9 @@ impl CompiledRoute {
         self.pipeline.keys(&state.pipeline)
     }
 
-    /// The routing time of the earliest input whose effect the state still holds: inputs
-    /// routed before it are fully reflected in what the route let out.
-    pub fn holding_since(&self, state: &RouteState) -> Option<i64> {
+    /// The number ([`RouteState::last_input`]) of the earliest input whose effect the state
+    /// still holds: inputs before it are fully reflected in what the route let out.
+    pub fn holding_since(&self, state: &RouteState) -> Option<u64> {
         self.pipeline.holding_since(&state.pipeline)
     }
 
@@ -284,7 +312,9 @@ impl CompiledRoute {
     /// ended, closed windows), each run through the rest of the pipeline and rendered like
     /// any output; one outcome per message let go of.
     pub fn tick(&self, now_ms: i64, state: &mut RouteState) -> Vec<RouteOutcome> {
-        let RouteState { pipeline, events } = state;
+        let RouteState {
+            pipeline, events, ..
+        } = state;
         let due = self.pipeline.tick(now_ms, pipeline, events);
         let mut out = Vec::with_capacity(due.len());
         for (first, emitted) in due {
@@ -366,7 +396,13 @@ impl CompiledRoute {
         let (transformed, alerts) = match state {
             None => (self.pipeline.apply(parsed, &ctx), Vec::new()),
             Some(state) => {
-                let RouteState { pipeline, events } = state;
+                state.inputs += 1;
+                let RouteState {
+                    pipeline,
+                    events,
+                    inputs,
+                } = state;
+                events.input = *inputs;
                 let before = events.alerts.len();
                 let applied = self.pipeline.apply_with(parsed, &ctx, pipeline, events);
                 (applied, events.alerts.drain(before..).collect())

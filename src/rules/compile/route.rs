@@ -11,7 +11,7 @@ use super::source;
 use crate::rules::condition::Condition;
 use crate::rules::path::CompiledPath;
 use crate::rules::pattern::SubjectPattern;
-use crate::rules::route::{CompiledOutput, CompiledRoute, OnError, RouteSource};
+use crate::rules::route::{CompiledOutput, CompiledRoute, OnError};
 use crate::rules::template::{CaptureScope, Template};
 use crate::rules::yaml::{Entry, Node, NodeValue, Problem};
 use crate::subject;
@@ -138,24 +138,6 @@ pub(super) fn compile(
         Some(node) => deserialize::<OnError>(node, "on_error", problems),
     };
 
-    if let Some(RouteSource::JetStream { .. }) = &source {
-        let holding: Vec<&str> = transforms
-            .pipeline
-            .stateful_kinds()
-            .into_iter()
-            .filter(|k| matches!(*k, "window" | "throttle"))
-            .collect();
-        if !holding.is_empty() {
-            problems.push(Problem::new(
-                route.line_of("source"),
-                format!(
-                    "a jetstream source cannot feed {} yet: an input whose effect the step holds \
-                     would be acknowledged before what it makes is published; use a core source",
-                    holding.join(", ")
-                ),
-            ));
-        }
-    }
     if problems.len() > before {
         return None;
     }

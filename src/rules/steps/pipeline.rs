@@ -69,6 +69,14 @@ impl Pipeline {
         self.stateful > 0
     }
 
+    /// True when a step can hold an input's effect past the input (a window, a throttle
+    /// that emits the latest message).
+    pub fn holds_inputs(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s, Step::Stateful(t, _) if t.holds_inputs()))
+    }
+
     /// The kinds of the stateful steps, in order.
     pub fn stateful_kinds(&self) -> Vec<&'static str> {
         self.steps
@@ -221,8 +229,8 @@ impl Pipeline {
         self.stateful_with(state, |t, s| Some(t.keys(s))).sum()
     }
 
-    /// The routing time of the earliest input whose effect a step still holds.
-    pub fn holding_since(&self, state: &PipelineState) -> Option<i64> {
+    /// The number of the earliest input whose effect a step still holds.
+    pub fn holding_since(&self, state: &PipelineState) -> Option<u64> {
         self.stateful_with(state, |t, s| t.holding_since(s)).min()
     }
 

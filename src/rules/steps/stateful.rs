@@ -41,6 +41,9 @@ pub struct StepEvents {
     pub gaps: u64,
     /// Keys evicted because a step reached its `max_keys`.
     pub evictions: u64,
+    /// The number of the input being run (set by the route, counting up per input): what
+    /// [`Stateful::holding_since`] answers in. Not a counter; kept by `take_events`.
+    pub input: u64,
     /// Messages a step sends besides the one it passes on (sequence-gap alerts).
     pub alerts: Vec<Alert>,
 }
@@ -53,11 +56,15 @@ impl StepEvents {
         self.late += other.late;
         self.gaps += other.gaps;
         self.evictions += other.evictions;
+        self.input = self.input.max(other.input);
         self.alerts.extend(other.alerts);
     }
 
     pub fn is_empty(&self) -> bool {
-        *self == StepEvents::default()
+        StepEvents {
+            input: 0,
+            ..self.clone()
+        } == StepEvents::default()
     }
 }
 
@@ -99,10 +106,15 @@ pub trait Stateful: Send + Sync + fmt::Debug {
     fn next_due(&self, state: &dyn Any) -> Option<i64>;
     /// Keys held.
     fn keys(&self, state: &dyn Any) -> usize;
-    /// The routing time of the earliest input whose effect is still held (an open window,
-    /// a conflated message not yet sent): inputs routed before it are fully reflected in
-    /// what the step let out. `None` when nothing is held.
-    fn holding_since(&self, _state: &dyn Any) -> Option<i64> {
+    /// True when the step can hold an input's effect past the input (a window, a
+    /// conflated message): a JetStream input is then acked only once that effect is out.
+    fn holds_inputs(&self) -> bool {
+        false
+    }
+    /// The number ([`StepEvents::input`]) of the earliest input whose effect is still held
+    /// (an open window, a conflated message not yet sent): inputs before it are fully
+    /// reflected in what the step let out. `None` when nothing is held.
+    fn holding_since(&self, _state: &dyn Any) -> Option<u64> {
         None
     }
 }
@@ -126,7 +138,12 @@ impl fmt::Debug for PipelineState {
 impl PipelineState {
     /// Keeps the state of each step whose kind and config are unchanged (matched in order);
     /// the others start empty. `fresh` is the new pipeline's fresh state.
-    pub fn carry_over(mut self, mut fresh: PipelineState) -> PipelineState {
+    pub fn carry_over(self, fresh: PipelineState) -> PipelineState {
+        self.carry_over_all(fresh).0
+    }
+
+    /// [`PipelineState::carry_over`], and whether every old step's state was kept.
+    pub fn carry_over_all(mut self, mut fresh: PipelineState) -> (PipelineState, bool) {
         for slot in &mut fresh.steps {
             if let Some(i) = self
                 .steps
@@ -137,7 +154,7 @@ impl PipelineState {
                 slot.2 = state;
             }
         }
-        fresh
+        (fresh, self.steps.is_empty())
     }
 
     /// How many steps kept their state in [`PipelineState::carry_over`] terms: for tests.
@@ -195,12 +212,25 @@ impl<T> KeyedState<T> {
 
     /// Inserts a key as the newest (evicting the oldest when full; counted in `events`).
     pub fn insert(&mut self, key: String, value: T, events: &mut StepEvents) -> &mut T {
+        self.insert_evicting(key, value, events, |_| {})
+    }
+
+    /// [`KeyedState::insert`], handing each evicted value to `evicted`.
+    pub fn insert_evicting(
+        &mut self,
+        key: String,
+        value: T,
+        events: &mut StepEvents,
+        mut evicted: impl FnMut(T),
+    ) -> &mut T {
         self.remove(&key);
         while self.entries.len() >= self.max_keys {
             let Some((_, oldest)) = self.order.first().cloned() else {
                 break;
             };
-            self.remove(&oldest);
+            if let Some(value) = self.remove(&oldest) {
+                evicted(value);
+            }
             events.evictions += 1;
         }
         self.counter += 1;
@@ -258,10 +288,29 @@ impl<T> KeyedState<T> {
         }
         out
     }
+}
 
-    /// Values, in no order.
-    pub fn values(&self) -> impl Iterator<Item = &T> {
-        self.entries.values().map(|e| &e.value)
+/// Numbers of the inputs whose effect a step holds (a multiset): the earliest is what
+/// [`Stateful::holding_since`] answers, in O(1).
+#[derive(Debug, Default)]
+pub struct Since(std::collections::BTreeMap<u64, u32>);
+
+impl Since {
+    pub fn add(&mut self, at: u64) {
+        *self.0.entry(at).or_insert(0) += 1;
+    }
+
+    pub fn remove(&mut self, at: u64) {
+        if let Some(n) = self.0.get_mut(&at) {
+            *n -= 1;
+            if *n == 0 {
+                self.0.remove(&at);
+            }
+        }
+    }
+
+    pub fn first(&self) -> Option<u64> {
+        self.0.keys().next().copied()
     }
 }
 

@@ -99,6 +99,8 @@ impl Harness {
         let Value::Object(object) = payload else {
             panic!("not an object");
         };
+        // inputs numbered by their time, so tests read holding_since in ms
+        self.events.input = now_ms as u64;
         Ok(
             match self
                 .step
@@ -131,7 +133,7 @@ impl Harness {
         self.step.keys(self.state.as_ref())
     }
 
-    pub fn holding_since(&self) -> Option<i64> {
+    pub fn holding_since(&self) -> Option<u64> {
         self.step.holding_since(self.state.as_ref())
     }
 }

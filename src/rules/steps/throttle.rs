@@ -21,7 +21,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::stateful::{
-    check_max_keys, downcast, millis, Emitted, KeyedState, Stateful, StepEvents, DEFAULT_MAX_KEYS,
+    check_max_keys, downcast, millis, Emitted, KeyedState, Since, Stateful, StepEvents,
+    DEFAULT_MAX_KEYS,
 };
 use super::transform::{parse_config, Applied, BuildContext, TransformError};
 use crate::config::Span;
@@ -69,11 +70,16 @@ pub struct Throttle {
 #[derive(Debug)]
 struct Interval {
     until: i64,
-    /// `emit: latest`: the last message of the interval, and when it was routed.
-    held: Option<(Emitted, i64)>,
+    /// `emit: latest`: the last message of the interval, and its input number.
+    held: Option<(Emitted, u64)>,
 }
 
-type Keys = KeyedState<Interval>;
+/// Every key's interval, and when each held message was routed.
+#[derive(Debug)]
+struct Keys {
+    keys: KeyedState<Interval>,
+    since: Since,
+}
 
 pub fn build(config: &Value, ctx: &BuildContext<'_>) -> Result<Box<dyn Stateful>, TransformError> {
     let c: ThrottleConfig = parse_config(KIND, config)?;
@@ -97,7 +103,10 @@ impl Stateful for Throttle {
     }
 
     fn new_state(&self) -> Box<dyn Any + Send + Sync> {
-        Box::new(Keys::new(self.max_keys))
+        Box::new(Keys {
+            keys: KeyedState::new(self.max_keys),
+            since: Since::default(),
+        })
     }
 
     fn apply(
@@ -107,7 +116,7 @@ impl Stateful for Throttle {
         state: &mut dyn Any,
         events: &mut StepEvents,
     ) -> Result<Applied, TransformError> {
-        let keys = downcast::<Keys>(KIND, state)?;
+        let Keys { keys, since } = downcast::<Keys>(KIND, state)?;
         let payload = Value::Object(object);
         let key = self
             .key
@@ -124,7 +133,10 @@ impl Stateful for Throttle {
                         headers: ctx.headers.clone(),
                         payload,
                     };
-                    interval.held = Some((held, now));
+                    if let Some((_, at)) = interval.held.replace((held, events.input)) {
+                        since.remove(at);
+                    }
+                    since.add(events.input);
                 }
                 Ok(Applied::Many(Vec::new()))
             }
@@ -134,12 +146,19 @@ impl Stateful for Throttle {
                 interval.until = until;
                 keys.set_due(&key, Some(until));
                 Ok(match held {
-                    Some((held, _)) => Applied::Many(vec![held.payload, payload]),
+                    Some((held, at)) => {
+                        since.remove(at);
+                        Applied::Many(vec![held.payload, payload])
+                    }
                     None => Applied::One(payload),
                 })
             }
             None => {
-                keys.insert(key.clone(), Interval { until, held: None }, events);
+                keys.insert_evicting(key.clone(), Interval { until, held: None }, events, |i| {
+                    if let Some((_, at)) = i.held {
+                        since.remove(at);
+                    }
+                });
                 keys.set_due(&key, Some(until));
                 Ok(Applied::One(payload))
             }
@@ -147,14 +166,15 @@ impl Stateful for Throttle {
     }
 
     fn tick(&self, now_ms: i64, state: &mut dyn Any, _events: &mut StepEvents) -> Vec<Emitted> {
-        let Some(keys) = state.downcast_mut::<Keys>() else {
+        let Some(Keys { keys, since }) = state.downcast_mut::<Keys>() else {
             return Vec::new();
         };
         let mut out = Vec::new();
         for key in keys.take_due(now_ms) {
             let held = keys.get_mut(&key).and_then(|i| i.held.take());
             match held {
-                Some((message, _)) => {
+                Some((message, at)) => {
+                    since.remove(at);
                     // the message sent opens the next interval
                     let until = now_ms + self.interval_ms;
                     if let Some(interval) = keys.get_mut(&key) {
@@ -172,19 +192,19 @@ impl Stateful for Throttle {
     }
 
     fn next_due(&self, state: &dyn Any) -> Option<i64> {
-        state.downcast_ref::<Keys>()?.next_due()
+        state.downcast_ref::<Keys>()?.keys.next_due()
     }
 
     fn keys(&self, state: &dyn Any) -> usize {
-        state.downcast_ref::<Keys>().map_or(0, Keys::len)
+        state.downcast_ref::<Keys>().map_or(0, |k| k.keys.len())
     }
 
-    fn holding_since(&self, state: &dyn Any) -> Option<i64> {
-        state
-            .downcast_ref::<Keys>()?
-            .values()
-            .filter_map(|i| i.held.as_ref().map(|(_, at)| *at))
-            .min()
+    fn holds_inputs(&self) -> bool {
+        self.emit == Emit::Latest
+    }
+
+    fn holding_since(&self, state: &dyn Any) -> Option<u64> {
+        state.downcast_ref::<Keys>()?.since.first()
     }
 }
 

@@ -46,7 +46,8 @@ use serde_json::{Map, Value};
 
 use super::fields::FieldPath;
 use super::stateful::{
-    check_max_keys, downcast, millis, Emitted, KeyedState, Stateful, StepEvents, DEFAULT_MAX_KEYS,
+    check_max_keys, downcast, millis, Emitted, KeyedState, Since, Stateful, StepEvents,
+    DEFAULT_MAX_KEYS,
 };
 use super::transform::{parse_config, parse_field, Applied, BuildContext, TransformError};
 use crate::config::Span;
@@ -152,8 +153,8 @@ struct Open {
     accs: Vec<Acc>,
     count: u64,
     carried: Map<String, Value>,
-    /// Routing time of its first message.
-    since: i64,
+    /// The number of its first input.
+    since: u64,
 }
 
 /// One key's windows.
@@ -169,7 +170,12 @@ struct KeyWindows {
     headers: crate::rules::headers::Headers,
 }
 
-type Keys = KeyedState<KeyWindows>;
+/// Every key's windows, and when the first message of each open window was routed.
+#[derive(Debug)]
+struct Keys {
+    keys: KeyedState<KeyWindows>,
+    since: Since,
+}
 
 fn config_err(message: String) -> TransformError {
     TransformError::Config {
@@ -309,7 +315,7 @@ impl Window {
     }
 
     /// Closes every window of `w` whose close the key's event time or `now` reached.
-    fn close(&self, w: &mut KeyWindows, now: i64) -> Vec<Value> {
+    fn close(&self, w: &mut KeyWindows, now: i64, since: &mut Since) -> Vec<Value> {
         let mut out = Vec::new();
         while let Some((&start, _)) = w.open.iter().next() {
             let end = start + self.size_ms;
@@ -319,6 +325,7 @@ impl Window {
                 break;
             }
             if let Some(open) = w.open.remove(&start) {
+                since.remove(open.since);
                 w.closed_before = w.closed_before.max(end);
                 out.push(self.candle(start, open));
             }
@@ -337,7 +344,10 @@ impl Stateful for Window {
     }
 
     fn new_state(&self) -> Box<dyn Any + Send + Sync> {
-        Box::new(Keys::new(self.max_keys))
+        Box::new(Keys {
+            keys: KeyedState::new(self.max_keys),
+            since: Since::default(),
+        })
     }
 
     fn apply(
@@ -347,7 +357,7 @@ impl Stateful for Window {
         state: &mut dyn Any,
         events: &mut StepEvents,
     ) -> Result<Applied, TransformError> {
-        let keys = downcast::<Keys>(KIND, state)?;
+        let Keys { keys, since } = downcast::<Keys>(KIND, state)?;
         let payload = Value::Object(object);
         let key = self
             .key
@@ -381,7 +391,11 @@ impl Stateful for Window {
                 subject: ctx.subject.to_string(),
                 headers: ctx.headers.clone(),
             };
-            keys.insert(key.clone(), fresh, events);
+            keys.insert_evicting(key.clone(), fresh, events, |w| {
+                for open in w.open.values() {
+                    since.remove(open.since);
+                }
+            });
         }
         let Some(w) = keys.get_mut(&key) else {
             return Ok(Applied::Many(Vec::new()));
@@ -408,6 +422,9 @@ impl Stateful for Window {
         if w.subject != ctx.subject {
             w.subject = ctx.subject.to_string();
         }
+        if !w.open.contains_key(&start) {
+            since.add(events.input);
+        }
         let open = w.open.entry(start).or_insert_with(|| Open {
             accs: vec![Acc::None; self.aggregates.len()],
             count: 0,
@@ -416,7 +433,7 @@ impl Stateful for Window {
                 .iter()
                 .filter_map(|f| f.get(&payload).map(|v| (f.as_str().to_string(), v.clone())))
                 .collect(),
-            since: ctx.now_ms,
+            since: events.input,
         });
         open.count += 1;
         for ((agg, acc), v) in self.aggregates.iter().zip(open.accs.iter_mut()).zip(values) {
@@ -434,14 +451,14 @@ impl Stateful for Window {
                 (Op::Count, _) => Acc::None,
             };
         }
-        let closed = self.close(w, ctx.now_ms);
+        let closed = self.close(w, ctx.now_ms, since);
         let due = self.due(w);
         keys.set_due(&key, due);
         Ok(Applied::Many(closed))
     }
 
     fn tick(&self, now_ms: i64, state: &mut dyn Any, _events: &mut StepEvents) -> Vec<Emitted> {
-        let Some(keys) = state.downcast_mut::<Keys>() else {
+        let Some(Keys { keys, since }) = state.downcast_mut::<Keys>() else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -449,7 +466,7 @@ impl Stateful for Window {
             let Some(w) = keys.get_mut(&key) else {
                 continue;
             };
-            let candles = self.close(w, now_ms);
+            let candles = self.close(w, now_ms, since);
             let (subject, headers) = (w.subject.clone(), w.headers.clone());
             let due = self.due(w);
             out.extend(candles.into_iter().map(|payload| Emitted {
@@ -463,19 +480,19 @@ impl Stateful for Window {
     }
 
     fn next_due(&self, state: &dyn Any) -> Option<i64> {
-        state.downcast_ref::<Keys>()?.next_due()
+        state.downcast_ref::<Keys>()?.keys.next_due()
     }
 
     fn keys(&self, state: &dyn Any) -> usize {
-        state.downcast_ref::<Keys>().map_or(0, Keys::len)
+        state.downcast_ref::<Keys>().map_or(0, |k| k.keys.len())
     }
 
-    fn holding_since(&self, state: &dyn Any) -> Option<i64> {
-        state
-            .downcast_ref::<Keys>()?
-            .values()
-            .flat_map(|w| w.open.values().map(|o| o.since))
-            .min()
+    fn holds_inputs(&self) -> bool {
+        true
+    }
+
+    fn holding_since(&self, state: &dyn Any) -> Option<u64> {
+        state.downcast_ref::<Keys>()?.since.first()
     }
 }
 

@@ -20,6 +20,14 @@
 //! Then a JetStream-sourced route with a JetStream output against a hand-written pull
 //! consumer: N messages stored in the input stream while both consume, timed until all N
 //! are stored in the output stream.
+//!
+//! Last, the shipped candle route (`trade-candles-1m`: dedupe, one-minute windows) against
+//! the stateless trade route (`trades-canonical`) in one service, each on its own subjects,
+//! alternating: N distinct trades published at once, timed until the route counted N
+//! matched (`BENCH_STATE_MSGS`, default 100000 per round; `BENCH_ONLY=state` runs this
+//! comparison alone). The core comparison above
+//! leaves the stateful routes (`routes.d/market-state.yaml`) out, so it measures the
+//! trade route alone as before.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -460,6 +468,11 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
+        // BENCH_ONLY=state runs the stateful comparison alone
+        if std::env::var("BENCH_ONLY").as_deref() == Ok("state") {
+            stateful_phase(env_or("BENCH_STATE_MSGS", 100_000)).await;
+            return;
+        }
         println!("router benchmark: {secs:?} per phase, latency at {rate} msgs/s, {js_msgs} JetStream messages");
 
         // Core NATS: the shipped rules against the hand-written forwarder, twice. First
@@ -470,11 +483,14 @@ fn main() {
         // Without `trade.>` in a stream the shipped legacy route (`market.>` in, a
         // JetStream output on `trade.*`) is refused, so that setup leaves it out; it sees
         // none of the bench's traffic either way.
+        let stateless = || -> Vec<(String, String)> {
+            shipped_rules().into_iter().filter(|(name, _)| name != "market-state.yaml").collect()
+        };
         let without_legacy: Vec<(String, String)> =
-            shipped_rules().into_iter().filter(|(name, _)| name != "legacy.yaml").collect();
+            stateless().into_iter().filter(|(name, _)| name != "legacy.yaml").collect();
         let setups = [
             ("inputs not stored", without_legacy, json!({ "streams": { "MARKET_DATA": { "subjects": market_data } } })),
-            ("inputs stored in file streams", shipped_rules(), json!({ "streams": {
+            ("inputs stored in file streams", stateless(), json!({ "streams": {
                 "RAW_TRADES": { "subjects": ["raw.trade.>"], "max_age": 3600, "max_msgs": 10000000 },
             } })),
         ];
@@ -548,5 +564,188 @@ fn main() {
         println!();
         println!("router / forwarder throughput (JetStream): {:.2}", router_rate / baseline_rate);
         println!("service resident memory: {rss} MiB after the JetStream phase (peak {peak} MiB)");
+        drop(service);
+
+        stateful_phase(env_or("BENCH_STATE_MSGS", 100_000)).await;
     });
+}
+
+/// The shipped candle route on `ctrade.*` (otherwise as shipped) beside the shipped trade
+/// route on `trade.*`; a stream stores `ctrade.>` as MARKET_DATA stores `trade.>`.
+fn candle_rules() -> Vec<(String, String)> {
+    let mut rules: Vec<(String, String)> = shipped_rules()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("transforms/") || name == "market-data.yaml")
+        .collect();
+    let state = shipped_rules()
+        .into_iter()
+        .find(|(name, _)| name == "market-state.yaml")
+        .map(|(_, text)| text)
+        .unwrap();
+    let candles = state.replace(
+        "from: \"trade.{exchange}.{market_type}.{symbol}\"",
+        "from: \"ctrade.{exchange}.{market_type}.{symbol}\"",
+    );
+    assert!(
+        candles.contains("ctrade."),
+        "the candle route's from changed"
+    );
+    rules.push(("market-state.yaml".into(), candles));
+    rules
+}
+
+/// The `matched` counter of `route`.
+async fn matched(http: &reqwest::Client, api: &str, route: &str) -> u64 {
+    let body: Value = http
+        .get(format!("{api}/api/v1/routes/{route}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["data"]["counters"]["matched"].as_u64().unwrap_or(0)
+}
+
+/// Publishes `n` distinct trades on `prefix.binance.spot.*` and waits until `route`
+/// matched them all; msgs/s. Trade `id` has its own trade id and the trade time
+/// `epoch + 10 ms × id`: time only moves on (a round's trades are never late for the
+/// windows of the round before) and a symbol's window closes every 6000 trades, as in a
+/// busy live feed.
+#[allow(clippy::too_many_arguments)]
+async fn burst(
+    client: &async_nats::Client,
+    http: &reqwest::Client,
+    api: &str,
+    prefix: &str,
+    route: &str,
+    n: u64,
+    first_id: u64,
+    epoch: i64,
+) -> f64 {
+    let open: Vec<Value> = SYMBOLS
+        .iter()
+        .map(|s| serde_json::from_slice(&trade(s)).unwrap())
+        .collect();
+    let before = matched(http, api, route).await;
+    let mut bodies = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let k = (i as usize) % SYMBOLS.len();
+        let mut v = open[k].clone();
+        let id = first_id + i;
+        v["trade_id"] = json!(id.to_string());
+        v["trade_ts_ms"] = json!(epoch + id as i64 * 10);
+        bodies.push((
+            format!("{prefix}.binance.spot.{}", SYMBOLS[k]),
+            Bytes::from(v.to_string()),
+        ));
+    }
+    let started = Instant::now();
+    for (i, (subject, body)) in bodies.into_iter().enumerate() {
+        client.publish(subject, body).await.unwrap();
+        // keep the route's subscription from overflowing: at most WINDOW × 10 ahead
+        if i as u64 % 1000 == 999 {
+            while (i as u64 + 1).saturating_sub(matched(http, api, route).await - before)
+                > WINDOW * 10
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+    client.flush().await.unwrap();
+    while matched(http, api, route).await - before < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{route} stalled"
+        );
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A route's counters.
+async fn counters(http: &reqwest::Client, api: &str, route: &str) -> Value {
+    let body: Value = http
+        .get(format!("{api}/api/v1/routes/{route}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["data"]["counters"].clone()
+}
+
+async fn stateful_phase(n: u64) {
+    // the candle route's inputs are stored like the trade route's (MARKET_DATA has
+    // `trade.>`), so both sides cost the server the same
+    let service = start_service(
+        &candle_rules(),
+        json!({ "streams": { "CTRADES": { "subjects": ["ctrade.>"], "max_age": 3600, "max_msgs": 10000000 } } }),
+    )
+    .await;
+    let client = async_nats::ConnectOptions::new()
+        .connect(&service.nats)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut trade_total, mut candle_total) = (0.0, 0.0);
+    let epoch = now_ms();
+    let api = service.api.as_str();
+    for round in 0..ROUNDS as u64 {
+        let id = round * n * 2;
+        // alternate which goes first, so neither always follows the other
+        let trades = || {
+            burst(
+                &client,
+                &http,
+                api,
+                "trade",
+                "trades-canonical",
+                n,
+                id,
+                epoch,
+            )
+        };
+        let candles = || {
+            burst(
+                &client,
+                &http,
+                api,
+                "ctrade",
+                "trade-candles-1m",
+                n,
+                id + n,
+                epoch,
+            )
+        };
+        let (t, c) = if round % 2 == 0 {
+            let t = trades().await;
+            (t, candles().await)
+        } else {
+            let c = candles().await;
+            (trades().await, c)
+        };
+        println!("round {round}: trades-canonical {t:.0}/s, trade-candles-1m {c:.0}/s");
+        trade_total += t;
+        candle_total += c;
+    }
+    // the comparison measured the routes' work, not failures
+    for route in ["trades-canonical", "trade-candles-1m"] {
+        let c = counters(&http, api, route).await;
+        assert_eq!(c["dead_lettered"], 0, "{route}: {c}");
+        assert_eq!(c["errored"], 0, "{route}: {c}");
+    }
+    let (trade_rate, candle_rate) = (trade_total / ROUNDS as f64, candle_total / ROUNDS as f64);
+    println!();
+    println!("| stateful route, core NATS, {n} trades per round, {ROUNDS} rounds | msgs/s |");
+    println!("|---|---:|");
+    println!("| trades-canonical (stateless) | {trade_rate:.0} |");
+    println!("| trade-candles-1m (dedupe + 1-minute windows) | {candle_rate:.0} |");
+    println!();
+    println!(
+        "candle route / trade route throughput: {:.2}",
+        candle_rate / trade_rate
+    );
 }

@@ -376,6 +376,27 @@ OPS = {
             "subject": {"type": "string"}, "message": {}, "headers": {"type": "object"}}}),
         "responses": {"200": ok("what each matching route would publish"),
                       "400": err("INVALID_MESSAGE_DATA"), **AUTH}},
+    ("/api/v1/routes/{name}/tap", "get"): {
+        "summary": "Watch a route at work: server-sent events of what it receives, publishes, "
+                   "dead-letters, drops, filters or emits from state, rate-limited and bounded in time",
+        "description": "Needs the API token when one is set (the events show payloads). The stream opens "
+                       "with `event: open`, then one `event: <kind>` per event (kind: received, published, "
+                       "emitted, dead_lettered, dropped, filtered, passed_through) whose data is "
+                       "{kind, at_ms, subject, payload?, error?} (payloads cut after 4 KiB); `event: skipped` "
+                       "with {skipped} every second while the rate leaves events out; a last `event: end` with "
+                       "{skipped, sent, reason}. Tapping never slows the route: events beyond the rate are "
+                       "counted as skipped, not waited for. `prism-broker tap ROUTE` prints the same.",
+        "parameters": NAME + [
+            {"name": "limit", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+             "description": "events a second at most"},
+            {"name": "seconds", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 1, "maximum": 600, "default": 60},
+             "description": "how long the stream lasts"}],
+        "responses": {"200": {"description": "the event stream",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                      "400": err("INVALID_PARAMETERS: limit or seconds out of range"), **AUTH,
+                      "404": err("ROUTE_NOT_FOUND")}},
 }
 
 

@@ -40,6 +40,23 @@ enum Command {
     Check,
     /// Run route test cases (`*.test.yaml`) from DIR; no NATS needed.
     Test { dir: PathBuf },
+    /// Watch a route of a running service at work: what it receives, publishes,
+    /// dead-letters, drops or emits from state (GET /api/v1/routes/ROUTE/tap).
+    Tap {
+        route: String,
+        /// Events a second at most (what the rate leaves out is counted as skipped).
+        #[arg(long, default_value_t = prism_broker::api::tap::DEFAULT_LIMIT)]
+        limit: u32,
+        /// How long to watch.
+        #[arg(long, default_value_t = prism_broker::api::tap::DEFAULT_SECONDS)]
+        seconds: u64,
+        /// The service's API; default: service.host and service.port of the config.
+        #[arg(long)]
+        url: Option<String>,
+        /// The API token (default: service.api_token of the config, or PRISM_API_TOKEN).
+        #[arg(long, env = "PRISM_API_TOKEN")]
+        token: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +70,64 @@ fn main() -> ExitCode {
         Command::Test { dir } => {
             quiet_on_closed_pipe();
             prism_broker::rules::cli::test(&dir, &cli.config)
+        }
+        Command::Tap {
+            route,
+            limit,
+            seconds,
+            url,
+            token,
+        } => {
+            quiet_on_closed_pipe();
+            tap(&cli.config, &route, limit, seconds, url, token)
+        }
+    }
+}
+
+/// `prism-broker tap ROUTE`: prints the route's tap until it ends.
+fn tap(
+    config_path: &std::path::Path,
+    route: &str,
+    limit: u32,
+    seconds: u64,
+    url: Option<String>,
+    token: Option<String>,
+) -> ExitCode {
+    let config = if config_path.exists() {
+        match config::load(config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        config::BrokerConfig::default()
+    };
+    let base =
+        url.unwrap_or_else(|| format!("http://{}:{}", config.service.host, config.service.port));
+    let token = token.or_else(|| config.service.api_token.clone());
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("prism-broker tap: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(prism_broker::api::tap::print_tap(
+        &base,
+        route,
+        limit,
+        seconds,
+        token.as_deref(),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("prism-broker tap: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -235,9 +235,9 @@ async fn create_stream_rejects_bad_input_naming_the_field() {
         .await;
     let message = assert_error(status, &reply, 400, "INVALID_STREAM_DATA");
     assert!(message.contains("JSON"), "{message}");
-    // Nothing was created by any of them: only the four default streams are there.
+    // Nothing was created by any of them: only the five default streams are there.
     let (_, list) = service.get("/api/v1/broker/streams").await;
-    assert_eq!(stream_names(&list).len(), 4);
+    assert_eq!(stream_names(&list).len(), 5);
 }
 
 #[tokio::test]

@@ -435,8 +435,8 @@ async fn external_mode_reads_jetstream_figures_from_the_api() {
             .then(|| e.clone())
     })
     .await;
-    // The four default streams the service ensures.
-    assert_eq!(e.get("prism_nats_jetstream_streams", &[]), Some(4.0));
+    // The five default streams the service ensures (KLINES among them).
+    assert_eq!(e.get("prism_nats_jetstream_streams", &[]), Some(5.0));
     assert_eq!(e.get("prism_nats_server_up", &[]), Some(1.0));
     assert_eq!(e.get("prism_nats_server_restarts_total", &[]), Some(0.0));
     // No monitoring port in external mode: the varz gauges are absent, not zero.

@@ -606,7 +606,8 @@ async fn routes_api_lists_routes_and_dry_runs_without_publishing() {
     let service = ServiceBuilder::new().shipped_rules().start().await;
     let (status, body) = service.get("/api/v1/routes").await;
     assert_eq!(status, 200);
-    assert_eq!(body["data"]["count"], 5);
+    // market-data.yaml, legacy.yaml and the stateful market-state.yaml
+    assert_eq!(body["data"]["count"], 7);
     let trades = body["data"]["routes"]
         .as_array()
         .unwrap()

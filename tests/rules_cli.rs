@@ -48,7 +48,18 @@ fn check_passes_on_the_shipped_rules_and_summarises() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("routes: 5 from routes.d; transforms: 4 from transforms"),
+        stdout.contains("routes: 7 from routes.d; transforms: 5 from transforms"),
+        "{stdout}"
+    );
+    // the stateful shipped routes are shared through a core queue group: check says so
+    assert!(
+        stdout.contains("warning: routes.d/market-state.yaml:")
+            && stdout.contains("route trade-candles-1m keeps state per key (dedupe, window)")
+            && stdout.contains("core queue group prism-router.trade-candles-1m"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("route trades-canonical keeps state"),
         "{stdout}"
     );
     assert!(stdout.contains("trades-canonical"), "{stdout}");

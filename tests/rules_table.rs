@@ -510,10 +510,9 @@ fn partition_keys_come_from_captures() {
 
 #[test]
 fn shipped_rules_compile_against_the_default_streams() {
-    let settings = TableSettings {
-        streams: default_streams(),
-        ..TableSettings::default()
-    };
+    // the seeds' streams, DEAD_LETTERS and KLINES (the candles' stream)
+    let settings = TableSettings::default();
+    assert!(settings.streams.len() > default_streams().len());
     let dir = env!("CARGO_MANIFEST_DIR");
     let t = RouteTable::load(
         format!("{dir}/routes.d").as_ref(),
@@ -523,7 +522,8 @@ fn shipped_rules_compile_against_the_default_streams() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(t.routes().len() >= 4);
     assert!(t.route("trades-canonical").is_some());
-    assert_eq!(t.transform_names().len(), 4);
+    assert!(t.route("trade-candles-1m").is_some_and(|r| r.is_stateful()));
+    assert_eq!(t.transform_names().len(), 5);
 }
 
 #[test]

@@ -61,10 +61,11 @@ async fn stream_changes_through_the_api_are_listed_by_the_next_request() {
         "SYSTEM_EVENTS",
         "SERVICE_LOGS",
         "DEAD_LETTERS",
+        "KLINES",
     ] {
         assert!(stream(&list["data"]["streams"], name).is_some(), "{list}");
     }
-    assert_eq!(list["data"]["count"], 4);
+    assert_eq!(list["data"]["count"], 5);
     assert_eq!(list["data"]["truncated"], false);
 
     let (status, created) = service
@@ -80,16 +81,16 @@ async fn stream_changes_through_the_api_are_listed_by_the_next_request() {
         let orders = stream(&list["data"]["streams"], "ORDERS").expect("listed at once");
         assert_eq!(orders["max_msgs"], 1000, "{orders}");
         assert_eq!(orders["messages"], 0, "{orders}");
-        assert_eq!(list["data"]["count"], 5);
+        assert_eq!(list["data"]["count"], 6);
     }
     let (_, status_body) = service.get("/api/v1/status").await;
     let d = &status_body["data"];
     assert_current(d);
     assert!(stream(&d["jetstream_streams"], "ORDERS").is_some(), "{d}");
-    assert_eq!(d["nats_info"]["streams_count"], 5);
-    assert_eq!(d["statistics"]["active_streams"], 5);
+    assert_eq!(d["nats_info"]["streams_count"], 6);
+    assert_eq!(d["statistics"]["active_streams"], 6);
     let (_, broker) = service.get("/api/v1/broker/status").await;
-    assert_eq!(broker["data"]["streams"]["total"], 5, "{broker}");
+    assert_eq!(broker["data"]["streams"]["total"], 6, "{broker}");
 
     let (status, updated) = service
         .put(
@@ -109,7 +110,7 @@ async fn stream_changes_through_the_api_are_listed_by_the_next_request() {
         stream(&list["data"]["streams"], "ORDERS").is_none(),
         "{list}"
     );
-    assert_eq!(list["data"]["count"], 4);
+    assert_eq!(list["data"]["count"], 5);
     let (_, status_body) = service.get("/api/v1/status").await;
     assert!(stream(&status_body["data"]["jetstream_streams"], "ORDERS").is_none());
 }
@@ -162,7 +163,7 @@ async fn jetstream_traffic_and_outside_changes_show_within_a_refresh() {
     assert_eq!(status, 200, "{health}");
     assert_current(&health["data"]);
     assert_eq!(
-        health["data"]["checks"]["jetstream"]["detail"]["streams"], 5,
+        health["data"]["checks"]["jetstream"]["detail"]["streams"], 6,
         "{health}"
     );
     // Refreshed in the background without any change: a later answer has newer figures.
@@ -186,7 +187,7 @@ async fn nats_down_is_reported_at_once_and_old_streams_are_never_shown() {
         .await;
     let (_, before) = service.get("/api/v1/status").await;
     assert_current(&before["data"]);
-    assert_eq!(before["data"]["statistics"]["active_streams"], 4);
+    assert_eq!(before["data"]["statistics"]["active_streams"], 5);
     let pid = service.nats_pid().await.unwrap();
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
     // Both the shared client and the supervisor saw it (either may come first).

@@ -1,5 +1,6 @@
 //! Bearer-token check: when `service.api_token` is set, every mutating request (POST, PUT,
-//! PATCH, DELETE) needs `Authorization: Bearer <token>`; reads stay open.
+//! PATCH, DELETE) needs `Authorization: Bearer <token>`, and so does a route tap (it shows
+//! live payloads); other reads stay open.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -15,11 +16,17 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `/api/v1/routes/{name}/tap`.
+fn is_tap(path: &str) -> bool {
+    path.starts_with("/api/v1/routes/") && path.ends_with("/tap")
+}
+
 pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || is_tap(req.path());
     let token = req
         .app_data::<web::Data<AppState>>()
         .and_then(|s| s.config.service.api_token.clone());

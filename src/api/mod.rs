@@ -17,6 +17,7 @@ mod routes;
 pub mod state;
 mod status;
 mod streams;
+pub mod tap;
 
 use actix_web::http::Method;
 use actix_web::middleware::from_fn;
@@ -117,6 +118,11 @@ fn endpoints() -> Vec<(Method, &'static str, Route)> {
             Method::POST,
             "/api/v1/routes/test",
             web::post().to(routes::test),
+        ),
+        (
+            Method::GET,
+            "/api/v1/routes/{name}/tap",
+            web::get().to(tap::tap),
         ),
     ]
 }

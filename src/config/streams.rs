@@ -169,9 +169,25 @@ pub fn dead_letter_stream(prefix: &str) -> StreamSpec {
     }
 }
 
-/// Defaults (with the dead-letter stream for `dead_letter_prefix`) and the configured
-/// entries merged over them, defaults first; every stream whose entry does not set
-/// `replicas` gets `default_replicas`.
+/// Name of the default stream that stores candles (`kline.>`, the shipped candle routes).
+pub const KLINES: &str = "KLINES";
+
+/// `KLINES`: captures `kline.>` (7 d, 1,000,000 messages, file), with a 1 h duplicate
+/// window so a candle published again (a replay, a redelivery) within it is stored once.
+pub fn kline_stream() -> StreamSpec {
+    StreamSpec {
+        subjects: vec!["kline.>".into()],
+        description: Some("candles built by the router's window routes".into()),
+        max_age: Duration::from_secs(7 * 86_400),
+        max_msgs: 1_000_000,
+        duplicate_window: Duration::from_secs(3600),
+        ..StreamSpec::base(KLINES)
+    }
+}
+
+/// Defaults (with the dead-letter stream for `dead_letter_prefix` and `KLINES`) and the
+/// configured entries merged over them, defaults first; every stream whose entry does not
+/// set `replicas` gets `default_replicas`.
 pub fn merge(
     configured: &BTreeMap<String, StreamConfig>,
     dead_letter_prefix: &str,
@@ -179,6 +195,7 @@ pub fn merge(
 ) -> Vec<StreamSpec> {
     let mut specs = default_streams();
     specs.push(dead_letter_stream(dead_letter_prefix));
+    specs.push(kline_stream());
     for spec in &mut specs {
         spec.replicas = default_replicas;
         if let Some(config) = configured.get(&spec.name) {

@@ -25,7 +25,8 @@ fn empty_file_gives_the_defaults() {
             "MARKET_DATA",
             "SYSTEM_EVENTS",
             "SERVICE_LOGS",
-            "DEAD_LETTERS"
+            "DEAD_LETTERS",
+            "KLINES"
         ]
     );
 }
@@ -218,7 +219,7 @@ fn a_missing_default_file_means_the_defaults_with_env_overrides_anywhere_else_an
     // What serve, check and test read when the default path has no file.
     let config = super::load_from(&default, &default, &env).unwrap();
     assert_eq!(config.service.port, 9999, "env overrides still apply");
-    assert_eq!(config.effective_streams().len(), 4);
+    assert_eq!(config.effective_streams().len(), 5);
     let bad = EnvSource::from_pairs([("API_PORT", "http")]);
     assert!(
         super::load_from(&default, &default, &bad).is_err(),

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use super::output;
 use super::process::{self, Pending, Processor, Settled, TaskDeps};
 use super::task::{queue_name, TaskControl};
+use super::timers;
 
 /// Sends awaiting their acks per task before the task stops reading new messages.
 const ACK_WINDOW: usize = 4096;
@@ -85,7 +86,10 @@ async fn handle(mut processor: Processor, mut messages: Messages, control: TaskC
     let retiring = control.retiring.clone();
     let mut window = FuturesUnordered::new();
     let mut draining: Option<tokio::time::Instant> = None;
+    let mut timer = timers::Timer::new();
     loop {
+        // stateful steps with something due wake the task without a new message
+        timer.arm(processor.next_due());
         tokio::select! {
             biased;
             _ = stop.changed(), if draining.is_none() => {
@@ -94,6 +98,13 @@ async fn handle(mut processor: Processor, mut messages: Messages, control: TaskC
             }
             _ = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)), if draining.is_some() => break,
             Some(()) = window.next(), if !window.is_empty() => {}
+            () = timer.fired(), if timer.is_armed() && window.len() < ACK_WINDOW => {
+                for pending in processor.tick().await {
+                    if !pending.settled() {
+                        window.push(finish(processor.deps.clone(), pending, control.stop.clone()));
+                    }
+                }
+            }
             next = messages.next(), if window.len() < ACK_WINDOW => {
                 let Some(msg) = next else { break };
                 if *retiring.borrow() {

@@ -18,14 +18,17 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy, Consumer, DeliverPolicy};
 use async_nats::jetstream::context::Context as JetStream;
 use async_nats::jetstream::AckKind;
+use futures::future::Either;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::held::{self, Finished, Held};
 use super::output;
 use super::process::{self, Pending, Processor, Settled, TaskDeps};
 use super::task::{Resume, TaskControl};
+use super::timers;
 
 /// Longest wait between attempts to (re)create a consumer.
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -105,6 +108,11 @@ pub async fn run(
         match result {
             Ok(()) => break,
             Err(e) => {
+                // the held inputs were offered again and will be delivered again: the state
+                // is rebuilt from them, not counted twice (held.rs)
+                if processor.route.holds_inputs() {
+                    processor.reset_state();
+                }
                 // The first attempts at start-up often race the stream actor: not a warning yet.
                 if retry >= Duration::from_secs(1) {
                     warn!(route = %name, stream = %spec.stream, durable = %spec.durable, error = %e,
@@ -200,14 +208,15 @@ async fn ensure_consumer(
 }
 
 /// Finishes one message: ack when done, nak (or dead-letter on its last delivery) when the
-/// route stops while its outputs still fail. Returns its stream sequence.
-async fn finish(
+/// route stops while its outputs still fail. Returns its stream sequence, and whether its
+/// outputs were all published.
+pub(super) async fn finish(
     deps: TaskDeps,
     mut pending: Pending,
     msg: async_nats::jetstream::Message,
     max_deliver: i64,
     mut stop: watch::Receiver<bool>,
-) -> u64 {
+) -> (u64, bool) {
     let (seq, delivered) = msg
         .info()
         .map(|i| (i.stream_sequence, i.delivered))
@@ -219,6 +228,7 @@ async fn finish(
     };
     let settled = process::settle(&deps, &mut pending, None, &mut stop, progress).await;
     let route = process::route_name(&pending).to_string();
+    let done = settled == Settled::Done;
     let acked = match settled {
         Settled::Done => msg.ack().await,
         Settled::Interrupted if last_delivery => {
@@ -245,7 +255,7 @@ async fn finish(
     if let Err(e) = acked {
         warn!(route = %route, error = %e, "cannot acknowledge; the message will be redelivered");
     }
-    seq
+    (seq, done)
 }
 
 /// Consumes until `stop` flips (Ok) or the consumer fails (Err, retried by the caller).
@@ -278,11 +288,58 @@ async fn consume(
     let mut stop = control.stop.clone();
     let retiring = control.retiring.clone();
     let mut window = FuturesOrdered::new();
+    // inputs whose effect the route's state holds, and the state's clock (held.rs)
+    let mut held = Held::new(spec.ack_wait);
+    let mut generation = processor.generation();
+    let mut timer = timers::Timer::new();
     let result = loop {
+        timer.arm(processor.next_due());
         tokio::select! {
             biased;
             _ = stop.changed() => break Ok(()),
-            Some(seq) = window.next(), if !window.is_empty() => position.handled(seq),
+            Some(done) = window.next(), if !window.is_empty() => {
+                let done: Finished = done;
+                for seq in done.handled {
+                    position.handled(seq);
+                }
+                // every earlier future is done too (the window yields in order): what this
+                // one released is reflected in confirmed outputs
+                let name = processor.route.name.clone();
+                for seq in held::let_go(done.release, done.published, &name).await {
+                    position.handled(seq);
+                }
+                if let Some(parked) = done.park {
+                    held.park(parked);
+                }
+                if window.is_empty() {
+                    // nothing in flight: every output so far is confirmed
+                    let free = held.releasable(processor.holding_since());
+                    for seq in held::let_go(free, true, &name).await {
+                        position.handled(seq);
+                    }
+                }
+            }
+            () = timer.fired(), if timer.is_armed() && window.len() < window_cap => {
+                let pendings = processor.tick().await;
+                let released = held.releasable(processor.holding_since());
+                if !pendings.is_empty() || !released.is_empty() {
+                    window.push_back(Either::Right(Either::Right(held::finish_tick(
+                        processor.deps.clone(),
+                        pendings,
+                        released,
+                        control.stop.clone(),
+                    ))));
+                }
+            }
+            _ = tokio::time::sleep_until(held.progress_due()), if !held.is_empty() => {
+                held.progress().await;
+                if window.is_empty() {
+                    let free = held.releasable(processor.holding_since());
+                    for seq in held::let_go(free, true, &processor.route.name.clone()).await {
+                        position.handled(seq);
+                    }
+                }
+            }
             changed = epochs.changed() => {
                 if changed.is_err() {
                     break Ok(());
@@ -304,23 +361,68 @@ async fn consume(
                     if let Ok(info) = msg.info() {
                         position.received(info.stream_sequence);
                     }
+                    // the route as it is now (a reload may have changed it)
+                    processor.current();
+                    if processor.generation() != generation {
+                        generation = processor.generation();
+                        if !held.is_empty() || !window.is_empty() {
+                            // A reload dropped the state inputs were held for: consume again
+                            // from the first of them, in stream order, into fresh state.
+                            let _ = msg.ack_with(AckKind::Nak(None)).await;
+                            break Err("a reload dropped the state of held inputs; consuming them again".to_string());
+                        }
+                    }
                     let headers = output::from_nats(msg.message.headers.as_ref());
                     let payload = msg.message.payload.clone();
                     let subject = msg.message.subject.to_string();
                     let pending = processor.run(&subject, headers, payload).await;
-                    window.push_back(finish(
-                        processor.deps.clone(),
-                        pending,
-                        msg,
-                        spec.max_deliver,
-                        control.stop.clone(),
-                    ));
+                    let holds = processor.route.holds_inputs() || !held.is_empty();
+                    if holds {
+                        let since = processor.holding_since();
+                        let released = held.releasable(since);
+                        window.push_back(Either::Right(Either::Left(held::finish_holding(
+                            processor.deps.clone(),
+                            pending,
+                            msg,
+                            processor.last_input(),
+                            since.is_some(),
+                            released,
+                            spec.max_deliver,
+                            control.stop.clone(),
+                        ))));
+                    } else {
+                        window.push_back(Either::Left(
+                            finish(
+                                processor.deps.clone(),
+                                pending,
+                                msg,
+                                spec.max_deliver,
+                                control.stop.clone(),
+                            )
+                            .map(|(seq, _)| Finished::one(seq)),
+                        ));
+                    }
                 }
             }
         }
     };
-    while let Some(seq) = window.next().await {
-        position.handled(seq);
+    while let Some(done) = window.next().await {
+        for seq in done.handled {
+            position.handled(seq);
+        }
+        let name = processor.route.name.clone();
+        for seq in held::let_go(done.release, done.published, &name).await {
+            position.handled(seq);
+        }
+        if let Some(parked) = done.park {
+            held.park(parked);
+        }
+    }
+    // The state goes with the task: what it held is offered again, and stays outstanding
+    // in the position, so the next consumer rebuilds it.
+    let parked = held.nak_all().await;
+    if parked > 0 {
+        debug!(route = %processor.route.name, parked, "released held inputs");
     }
     // Messages already pulled but not handled: offered again at once, not after ack_wait.
     let mut released = 0;

@@ -14,8 +14,9 @@ use tracing::{debug, error, warn};
 
 use super::output::{self, OutputFailure, Sent};
 use super::state::RouterState;
+use super::tap::RouteTap;
 use crate::rules::{
-    CompiledRoute, FailureAction, Headers, OutputMessage, RouteError, RouteOutcome,
+    CompiledRoute, FailureAction, Headers, OutputMessage, RouteError, RouteOutcome, RouteState,
 };
 use crate::stats::metrics::RouteMetrics;
 use crate::streams::state::Refusal;
@@ -102,20 +103,138 @@ pub enum Settled {
 }
 
 /// Runs messages through the route of its task; the send phase runs in arrival order.
-#[derive(Clone)]
+/// The state of the route's stateful steps is the processor's own: a clone (a partition
+/// worker, a task started again) starts with empty state, and a new version of the route
+/// keeps the state of every stateful step whose config it left alone.
 pub struct Processor {
     pub route: Arc<CompiledRoute>,
     pub updates: watch::Receiver<Arc<CompiledRoute>>,
     pub deps: TaskDeps,
+    state: RouteState,
+    /// Checked once per message: events are built only while someone taps the route.
+    tap: Arc<RouteTap>,
+    /// Bumped whenever state was dropped (a reload changed a stateful step, a reset):
+    /// inputs parked for what it held must be delivered again.
+    generation: u64,
+}
+
+impl Clone for Processor {
+    fn clone(&self) -> Processor {
+        Processor {
+            route: self.route.clone(),
+            updates: self.updates.clone(),
+            deps: self.deps.clone(),
+            state: self.route.new_state(),
+            tap: self.tap.clone(),
+            generation: 0,
+        }
+    }
 }
 
 impl Processor {
+    pub fn new(
+        route: Arc<CompiledRoute>,
+        updates: watch::Receiver<Arc<CompiledRoute>>,
+        deps: TaskDeps,
+    ) -> Processor {
+        let state = route.new_state();
+        let tap = deps.state.taps.route(&route.name);
+        Processor {
+            route,
+            updates,
+            deps,
+            state,
+            tap,
+            generation: 0,
+        }
+    }
+
     /// The route, switched to its newest version between two messages.
     pub fn current(&mut self) -> &Arc<CompiledRoute> {
         if self.updates.has_changed().unwrap_or(false) {
             self.route = self.updates.borrow_and_update().clone();
+            let state = std::mem::take(&mut self.state);
+            let (state, all) = state.carry_over_all(&self.route);
+            self.state = state;
+            if !all {
+                self.generation += 1;
+            }
         }
         &self.route
+    }
+
+    /// When the route's stateful steps next have something to emit (epoch ms).
+    pub fn next_due(&self) -> Option<i64> {
+        self.route.next_due(&self.state)
+    }
+
+    /// The number of the earliest input whose effect the route's state still holds.
+    pub fn holding_since(&self) -> Option<u64> {
+        self.route.holding_since(&self.state)
+    }
+
+    /// Drops the route's state (its JetStream inputs are about to be delivered again).
+    pub fn reset_state(&mut self) {
+        self.state = self.route.new_state();
+        self.generation += 1;
+    }
+
+    /// Changes whenever state was dropped.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The number of the last input [`Processor::run`] ran through the route's state.
+    pub fn last_input(&self) -> u64 {
+        self.state.last_input()
+    }
+
+    /// Moves what the stateful steps did into the route's metrics.
+    fn note_state(&mut self, route: &CompiledRoute) {
+        let events = self.state.take_events();
+        let m = &self.deps.metrics.state;
+        m.deduplicated.inc_by(events.deduplicated);
+        m.conflated.inc_by(events.conflated);
+        m.late.inc_by(events.late);
+        m.gaps.inc_by(events.gaps);
+        m.evictions.inc_by(events.evictions);
+        m.keys
+            .set(i64::try_from(route.state_keys(&self.state)).unwrap_or(i64::MAX));
+    }
+
+    /// Sends what the stateful steps let go of now (a conflated message at the end of its
+    /// interval, a closed window): one [`Pending`] per message let go of, settled like any.
+    pub async fn tick(&mut self) -> Vec<Pending> {
+        let started = Instant::now();
+        let now = now_ms();
+        let route = self.current().clone();
+        let outcomes = route.tick(now, &mut self.state);
+        self.note_state(&route);
+        let mut pending = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            self.tap.note_outcome(&outcome, true, now);
+            // what a dead letter of it carries: the first message it made
+            let (subject, payload) = match &outcome {
+                RouteOutcome::Outputs { messages, .. } => messages
+                    .first()
+                    .map(|m| (m.subject.clone(), m.payload.clone()))
+                    .unwrap_or_default(),
+                _ => Default::default(),
+            };
+            let p = self
+                .dispatch(
+                    &route,
+                    outcome,
+                    &subject,
+                    Headers::new(),
+                    payload,
+                    now,
+                    started,
+                )
+                .await;
+            pending.push(p);
+        }
+        pending
     }
 
     /// Evaluates the message and sends what it produced. The acks of JetStream sends are
@@ -126,8 +245,34 @@ impl Processor {
         let started = Instant::now();
         let now = now_ms();
         let route = self.current().clone();
+        let outcome = if route.is_stateful() {
+            let outcome = route.process_with(subject, &headers, &payload, now, &mut self.state);
+            self.note_state(&route);
+            outcome
+        } else {
+            route.process(subject, &headers, &payload, now)
+        };
+        if self.tap.is_on() && !matches!(outcome, RouteOutcome::NoMatch) {
+            self.tap.note_received(subject, &payload, now);
+            self.tap.note_outcome(&outcome, false, now);
+        }
+        self.dispatch(&route, outcome, subject, headers, payload, now, started)
+            .await
+    }
+
+    /// Counts an outcome and sends its messages.
+    #[allow(clippy::too_many_arguments)]
+    async fn dispatch(
+        &self,
+        route: &Arc<CompiledRoute>,
+        outcome: RouteOutcome,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        now: i64,
+        started: Instant,
+    ) -> Pending {
         let metrics = &self.deps.metrics;
-        let outcome = route.process(subject, &headers, &payload, now);
         // The subject is copied only if the message turns out to need it later.
         let mut pending = Pending {
             route: route.clone(),

@@ -36,6 +36,8 @@ pub struct RouterState {
     connected: AtomicBool,
     /// Bumped at every (re)connection of the router's connection.
     epoch: watch::Sender<u64>,
+    /// What route taps (`GET /api/v1/routes/{name}/tap`) listen to.
+    pub taps: super::tap::Taps,
 }
 
 impl RouterState {
@@ -48,6 +50,7 @@ impl RouterState {
             live: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
             epoch: watch::channel(0).0,
+            taps: super::tap::Taps::default(),
         }
     }
 

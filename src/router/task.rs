@@ -105,11 +105,7 @@ impl RouteTask {
         let (route_tx, route_rx) = watch::channel(route.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let (retiring_tx, retiring_rx) = watch::channel(false);
-        let processor = Processor {
-            route,
-            updates: route_rx,
-            deps,
-        };
+        let processor = Processor::new(route, route_rx, deps);
         let control = TaskControl {
             id,
             stop: stop_rx,

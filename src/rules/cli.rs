@@ -79,7 +79,39 @@ pub fn check(config_path: &Path) -> ExitCode {
             outputs.join(", ")
         );
     }
+    for warning in stateful_warnings(&table) {
+        println!("warning: {warning}");
+    }
     ExitCode::SUCCESS
+}
+
+/// A route that keeps state per key is right only when every message of a key reaches one
+/// broker; a queue group (or a shared durable) spreads a key's messages over every broker
+/// that runs the route.
+pub fn stateful_warnings(table: &RouteTable) -> Vec<String> {
+    table
+        .routes()
+        .iter()
+        .filter(|r| r.is_stateful())
+        .map(|r| {
+            let kinds = r.stateful_kinds().join(", ");
+            let shared = match &r.source {
+                // the router subscribes in `{group}.{route}` (router/task.rs, queue_name)
+                RouteSource::Core { queue_group } => {
+                    format!("core queue group {queue_group}.{}", r.name)
+                }
+                RouteSource::JetStream { durable, .. } => format!("shared durable {durable}"),
+            };
+            format!(
+                "{}: route {} keeps state per key ({kinds}) and takes its messages through the \
+                 {shared}: when several brokers run it, each sees only part of every key and its \
+                 state is wrong; run it on one broker, or give each broker its own queue group \
+                 (outputs with a msg_id are then stored once), or split the keys between \
+                 brokers by subject (README, \"Stateful routes\")",
+                r.origin, r.name
+            )
+        })
+        .collect()
 }
 
 /// `prism-broker test DIR`: runs every `*.test.yaml` in `dir` against the route table.

@@ -12,7 +12,9 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::context::MessageContext;
+use super::expr::{Expression, Type};
 use super::path::CompiledPath;
+use super::template::CaptureScope;
 use super::value::as_number;
 use super::yaml::{Node, NodeValue, Problem};
 
@@ -22,9 +24,21 @@ pub enum Condition {
     All(Vec<Condition>),
     Any(Vec<Condition>),
     Not(Box<Condition>),
-    Path { path: CompiledPath, op: ValueOp },
-    Capture { index: usize, op: TextOp },
-    Header { name: String, op: TextOp },
+    Path {
+        path: CompiledPath,
+        op: ValueOp,
+    },
+    Capture {
+        index: usize,
+        op: TextOp,
+    },
+    Header {
+        name: String,
+        op: TextOp,
+    },
+    /// `expr: "price * quantity > 1000"`: false when it cannot be evaluated (a missing
+    /// field, a value of the wrong type).
+    Expr(Expression),
 }
 
 /// A test on JSON values selected by a path.
@@ -108,6 +122,26 @@ impl Condition {
                         problems,
                     )))
                 }
+                "expr" => {
+                    let Some(text) = entry.value.as_str() else {
+                        problems.push(Problem::new(
+                            entry.value.line,
+                            format!("`expr` takes a string, found {}", entry.value.kind()),
+                        ));
+                        return broken;
+                    };
+                    return match Expression::compile(
+                        text,
+                        CaptureScope::Names(captures),
+                        Some(Type::Bool),
+                    ) {
+                        Ok(e) => Condition::Expr(e),
+                        Err(e) => {
+                            problems.push(Problem::new(entry.value.line, e.to_string()));
+                            broken
+                        }
+                    };
+                }
                 _ => {}
             }
         }
@@ -139,7 +173,7 @@ impl Condition {
                     e.key_line,
                     format!(
                         "unknown condition field `{key}`, expected path, capture or header, \
-                         one of {}, or all / any / not",
+                         one of {}, expr, or all / any / not",
                         VALUE_OPS.join(", ")
                     ),
                 ));
@@ -210,6 +244,7 @@ impl Condition {
                 .captures
                 .get(*index)
                 .is_some_and(|value| op.test(Some(value))),
+            Condition::Expr(e) => e.eval_bool(ctx, payload).unwrap_or(false),
             Condition::Header { name, op } => match ctx.headers.get_all(name) {
                 [] => op.test(None),
                 values => match op {
@@ -226,6 +261,7 @@ impl Condition {
             Condition::All(items) | Condition::Any(items) => items.iter().any(Self::uses_payload),
             Condition::Not(inner) => inner.uses_payload(),
             Condition::Path { .. } => true,
+            Condition::Expr(e) => e.uses_payload(),
             Condition::Capture { .. } | Condition::Header { .. } => false,
         }
     }
@@ -539,6 +575,30 @@ mod tests {
                 "{text}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn expressions() {
+        assert!(holds("expr: price * quantity > 800000", trade()));
+        assert!(!holds("expr: price * quantity > 900000", trade()));
+        assert!(holds(
+            "- expr: 'capture.exchange == \"binance\" && side != \"buy\"'\n- path: $.flag\n  eq: true",
+            trade()
+        ));
+        assert!(!holds("expr: missing > 1", trade()), "missing is false");
+        assert!(!holds("expr: side > 1", trade()), "wrong type is false");
+        assert!(holds("not: {expr: missing > 1}", trade()));
+        let problems = compile("expr: price * 2").unwrap_err();
+        assert!(
+            problems[0].message.contains("expected a boolean"),
+            "{problems:?}"
+        );
+        let problems = compile("expr: capture.nope == 'x'").unwrap_err();
+        assert!(problems[0].message.contains("no capture"), "{problems:?}");
+        assert!(compile("expr: [1]").is_err());
+        assert!(!compile("expr: capture.exchange == 'a'")
+            .unwrap()
+            .uses_payload());
     }
 
     #[test]

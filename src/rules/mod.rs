@@ -32,6 +32,7 @@ pub mod cli;
 pub(crate) mod compile;
 pub(crate) mod condition;
 pub(crate) mod context;
+pub(crate) mod expr;
 pub(crate) mod headers;
 pub(crate) mod load;
 pub(crate) mod message;
@@ -50,5 +51,7 @@ pub use headers::{HeaderError, Headers};
 pub use message::{NatsMessage, OutputMessage};
 pub use route::{
     CompiledOutput, CompiledRoute, FailureAction, OnError, RouteError, RouteOutcome, RouteSource,
+    RouteState,
 };
+pub use steps::StepEvents;
 pub use table::{RouteResult, RouteTable};

@@ -25,7 +25,7 @@ use super::message::{
 };
 use super::path::CompiledPath;
 use super::pattern::SubjectPattern;
-use super::steps::{Applied, Pipeline, TransformError};
+use super::steps::{Alert, Applied, Pipeline, PipelineState, StepEvents, TransformError};
 use super::template::{Template, TemplateError};
 use super::value::as_number;
 
@@ -54,6 +54,57 @@ pub enum RouteError {
     /// The router could not publish the outputs (set by the router, for the dead letter).
     #[error("publish failed: {0}")]
     Publish(String),
+}
+
+/// The state of a route's stateful steps, owned by the route's task, and what they did
+/// since the task last looked ([`RouteState::take_events`]).
+#[derive(Debug, Default)]
+pub struct RouteState {
+    pipeline: PipelineState,
+    events: StepEvents,
+    /// Inputs run with this state so far: the number of the last one.
+    inputs: u64,
+}
+
+impl RouteState {
+    /// Counters and nothing else (the alerts are already outputs) since the last call.
+    pub fn take_events(&mut self) -> StepEvents {
+        let input = self.events.input;
+        let events = std::mem::take(&mut self.events);
+        self.events.input = input;
+        events
+    }
+
+    /// The number of the last input run (inputs count up from 1).
+    pub fn last_input(&self) -> u64 {
+        self.inputs
+    }
+
+    /// This state for `route`, a new version of the route it was made for: each stateful
+    /// step whose kind and config are unchanged keeps its state (matched in order), the
+    /// others start empty.
+    pub fn carry_over(self, route: &CompiledRoute) -> RouteState {
+        self.carry_over_all(route).0
+    }
+
+    /// [`RouteState::carry_over`], and whether every old step's state was kept (when not,
+    /// what the dropped state held is gone).
+    pub fn carry_over_all(self, route: &CompiledRoute) -> (RouteState, bool) {
+        let (pipeline, all) = self.pipeline.carry_over_all(route.pipeline.new_state());
+        (
+            RouteState {
+                pipeline,
+                events: self.events,
+                inputs: self.inputs,
+            },
+            all,
+        )
+    }
+
+    /// How many stateful steps the state is for.
+    pub fn steps(&self) -> usize {
+        self.pipeline.len()
+    }
 }
 
 impl Serialize for RouteError {
@@ -192,13 +243,115 @@ impl CompiledRoute {
         template.render_string(&ctx, &Value::Null).ok()
     }
 
-    /// Runs one message through the route. `now_ms` is the routing time (epoch ms).
+    /// True when a step keeps state per key.
+    pub fn is_stateful(&self) -> bool {
+        self.pipeline.is_stateful()
+    }
+
+    /// True when a step can hold an input's effect past the input (a window, a throttle
+    /// emitting the latest message): a JetStream input is then acked once its effect is out.
+    pub fn holds_inputs(&self) -> bool {
+        self.pipeline.holds_inputs()
+    }
+
+    /// The kinds of the stateful steps, in order.
+    pub fn stateful_kinds(&self) -> Vec<&'static str> {
+        self.pipeline.stateful_kinds()
+    }
+
+    /// Empty state for the route's stateful steps.
+    pub fn new_state(&self) -> RouteState {
+        RouteState {
+            pipeline: self.pipeline.new_state(),
+            events: StepEvents::default(),
+            inputs: 0,
+        }
+    }
+
+    /// When [`CompiledRoute::tick`] next has something to do.
+    pub fn next_due(&self, state: &RouteState) -> Option<i64> {
+        self.pipeline.next_due(&state.pipeline)
+    }
+
+    /// Keys held by the route's stateful steps.
+    pub fn state_keys(&self, state: &RouteState) -> usize {
+        self.pipeline.keys(&state.pipeline)
+    }
+
+    /// The number ([`RouteState::last_input`]) of the earliest input whose effect the state
+    /// still holds: inputs before it are fully reflected in what the route let out.
+    pub fn holding_since(&self, state: &RouteState) -> Option<u64> {
+        self.pipeline.holding_since(&state.pipeline)
+    }
+
+    /// Runs one message through the route with no state kept (a dry run: stateful steps
+    /// start empty). `now_ms` is the routing time (epoch ms).
     pub fn process(
         &self,
         subject: &str,
         headers: &Headers,
         payload: &Bytes,
         now_ms: i64,
+    ) -> RouteOutcome {
+        self.run(subject, headers, payload, now_ms, None)
+    }
+
+    /// Runs one message through the route with its task's state.
+    pub fn process_with(
+        &self,
+        subject: &str,
+        headers: &Headers,
+        payload: &Bytes,
+        now_ms: i64,
+        state: &mut RouteState,
+    ) -> RouteOutcome {
+        self.run(subject, headers, payload, now_ms, Some(state))
+    }
+
+    /// What the stateful steps let go of at `now_ms` (conflated messages whose interval
+    /// ended, closed windows), each run through the rest of the pipeline and rendered like
+    /// any output; one outcome per message let go of.
+    pub fn tick(&self, now_ms: i64, state: &mut RouteState) -> Vec<RouteOutcome> {
+        let RouteState {
+            pipeline, events, ..
+        } = state;
+        let due = self.pipeline.tick(now_ms, pipeline, events);
+        let mut out = Vec::with_capacity(due.len());
+        for (first, emitted) in due {
+            let captures = self.pattern.matches(&emitted.subject).unwrap_or_default();
+            let ctx = MessageContext {
+                subject: &emitted.subject,
+                captures: &captures,
+                headers: &emitted.headers,
+                now_ms,
+            };
+            let before = events.alerts.len();
+            let applied =
+                self.pipeline
+                    .resume(first, emitted.payload.clone(), &ctx, pipeline, events);
+            let alerts: Vec<Alert> = events.alerts.drain(before..).collect();
+            let bytes = Bytes::from(serde_json::to_vec(&emitted.payload).unwrap_or_default());
+            out.push(match applied {
+                Ok(applied) => match self.render_applied(&ctx, &applied, &bytes, alerts) {
+                    Ok(messages) => RouteOutcome::Outputs {
+                        messages,
+                        age_ms: None,
+                    },
+                    Err(e) => self.fail(e, &ctx, None, &bytes),
+                },
+                Err(e) => self.fail(e.into(), &ctx, None, &bytes),
+            });
+        }
+        out
+    }
+
+    fn run(
+        &self,
+        subject: &str,
+        headers: &Headers,
+        payload: &Bytes,
+        now_ms: i64,
+        state: Option<&mut RouteState>,
     ) -> RouteOutcome {
         let Some(captures) = self.pattern.matches(subject) else {
             return RouteOutcome::NoMatch;
@@ -240,31 +393,76 @@ impl CompiledRoute {
         // keeps a copy of it while the steps change the parsed one
         let original = (self.on_error == OnError::PassThrough).then(|| parsed.clone());
         let original = original.as_ref();
-        let transformed = match self.pipeline.apply(parsed, &ctx) {
+        let (transformed, alerts) = match state {
+            None => (self.pipeline.apply(parsed, &ctx), Vec::new()),
+            Some(state) => {
+                state.inputs += 1;
+                let RouteState {
+                    pipeline,
+                    events,
+                    inputs,
+                } = state;
+                events.input = *inputs;
+                let before = events.alerts.len();
+                let applied = self.pipeline.apply_with(parsed, &ctx, pipeline, events);
+                (applied, events.alerts.drain(before..).collect())
+            }
+        };
+        let transformed = match transformed {
             Ok(t) => t,
+            // a message after its window closed is dead-lettered whatever `on_error` says
+            Err(e @ TransformError::Late { .. }) => {
+                let error = RouteError::Transform(e);
+                let letter = self.dead_letter(ctx.subject, ctx.headers, payload, &error);
+                return RouteOutcome::Failed {
+                    error,
+                    action: FailureAction::DeadLetter(letter),
+                };
+            }
             Err(e) => return self.fail(e.into(), &ctx, original, payload),
         };
-        let transformed: &[Value] = match &transformed {
+        match self.render_applied(&ctx, &transformed, payload, alerts) {
+            Ok(messages) => RouteOutcome::Outputs { messages, age_ms },
+            Err(e) => self.fail(e, &ctx, original, payload),
+        }
+    }
+
+    /// The output messages of what the pipeline gave, then the steps' alerts.
+    fn render_applied(
+        &self,
+        ctx: &MessageContext<'_>,
+        transformed: &Applied,
+        payload: &Bytes,
+        alerts: Vec<Alert>,
+    ) -> Result<Vec<OutputMessage>, RouteError> {
+        let transformed: &[Value] = match transformed {
             Applied::One(v) => std::slice::from_ref(v),
             Applied::Many(vs) => vs,
         };
-        let mut messages = Vec::with_capacity(transformed.len() * self.outputs.len());
+        let mut messages =
+            Vec::with_capacity(transformed.len() * self.outputs.len() + alerts.len());
         for message in transformed {
             let mut buf = Vec::with_capacity(payload.len() + 64);
-            if let Err(e) = serde_json::to_writer(&mut buf, message) {
-                let err = TransformError::Failed {
+            serde_json::to_writer(&mut buf, message).map_err(|e| {
+                RouteError::Transform(TransformError::Failed {
                     kind: "serialize",
                     field: String::new(),
                     message: e.to_string(),
-                };
-                return self.fail(err.into(), &ctx, original, payload);
-            }
-            match self.render_all(&ctx, message, &Bytes::from(buf)) {
-                Ok(out) => messages.extend(out),
-                Err(e) => return self.fail(e, &ctx, original, payload),
-            }
+                })
+            })?;
+            messages.extend(self.render_all(ctx, message, &Bytes::from(buf))?);
         }
-        RouteOutcome::Outputs { messages, age_ms }
+        for alert in alerts {
+            let payload = Bytes::from(serde_json::to_vec(&alert.payload).unwrap_or_default());
+            messages.push(OutputMessage {
+                subject: alert.subject,
+                headers: Headers::new(),
+                payload,
+                jetstream: alert.jetstream,
+                msg_id: None,
+            });
+        }
+        Ok(messages)
     }
 
     /// One message per output for one (transformed) payload.

@@ -21,6 +21,25 @@
 //!       dead_letters: [{route: x, error: "substring"}]   # default: none
 //!       drop: true                    # shorthand for no outputs and no dead letters
 //! ```
+//!
+//! A multi-message case gives `steps` instead of one `subject` and `payload`: inputs, each
+//! at its routing time, and clock moves, in order. The routes keep their state through the
+//! case (dedupe, throttle, windows, sequence checks); before each input and at each clock
+//! move the stateful steps are ticked at every due time reached, in order, so what they
+//! emit without a new input comes out when it would live. The expected outputs are every
+//! output of the case, in order; `at_ms` checks when one came out.
+//!
+//! ```yaml
+//!   - name: conflation publishes the last update when the interval ends
+//!     steps:
+//!       - {at_ms: 1000, subject: orderbook.binance.spot.BTC-USDT, payload: {...}}
+//!       - {at_ms: 1100, subject: orderbook.binance.spot.BTC-USDT, payload: {...}}
+//!       - {advance: 1s}              # or {at_ms: 2000}
+//!     expect:
+//!       outputs:
+//!         - {subject: book.binance.spot.BTC-USDT, at_ms: 1000}
+//!         - {subject: book.binance.spot.BTC-USDT, at_ms: 1250, payload_subset: {...}}
+//! ```
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -28,9 +47,10 @@ use serde_json::Value;
 
 use super::headers::Headers;
 use super::message::OutputMessage;
-use super::route::{FailureAction, RouteOutcome};
+use super::route::{FailureAction, RouteOutcome, RouteState};
 use super::table::RouteTable;
 use super::yaml::{self, Node};
+use crate::config::Span;
 
 /// Why a test file could not be read as test cases.
 #[derive(Debug, thiserror::Error)]
@@ -47,13 +67,35 @@ pub enum TestFileError {
 #[serde(deny_unknown_fields)]
 pub struct TestCase {
     pub name: String,
-    pub subject: String,
+    #[serde(default)]
+    pub subject: Option<String>,
     #[serde(default)]
     pub headers: Headers,
-    pub payload: Value,
+    #[serde(default)]
+    pub payload: Option<Value>,
     #[serde(default)]
     pub now_ms: Option<i64>,
+    /// A multi-message case: inputs and clock moves in order.
+    #[serde(default)]
+    pub steps: Option<Vec<CaseStep>>,
     pub expect: Expect,
+}
+
+/// One step of a multi-message case: an input (`subject` and `payload`, at `at_ms` or at
+/// the clock as it stands), or a clock move (`at_ms` or `advance` alone).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseStep {
+    #[serde(default)]
+    pub at_ms: Option<i64>,
+    #[serde(default)]
+    pub advance: Option<Span>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub headers: Headers,
+    #[serde(default)]
+    pub payload: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +128,9 @@ pub struct ExpectedOutput {
     pub jetstream: Option<bool>,
     #[serde(default)]
     pub msg_id: Option<String>,
+    /// The clock when the output came out (multi-message cases).
+    #[serde(default)]
+    pub at_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,10 +178,13 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<LocatedCase>, Vec<TestFi
     let mut errors = Vec::new();
     for node in cases {
         match serde_path_to_error::deserialize::<_, TestCase>(node.to_json()) {
-            Ok(case) => out.push(LocatedCase {
-                line: node.line,
-                case,
-            }),
+            Ok(case) => match case.shape_problem() {
+                None => out.push(LocatedCase {
+                    line: node.line,
+                    case,
+                }),
+                Some(message) => errors.push(invalid(node.line, format!("case: {message}"))),
+            },
             Err(e) => {
                 let path = e.path().to_string();
                 errors.push(invalid(
@@ -153,39 +201,132 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<LocatedCase>, Vec<TestFi
     }
 }
 
-/// What the table did with a case's message.
+impl TestCase {
+    /// What is wrong with the case's shape, if anything.
+    fn shape_problem(&self) -> Option<String> {
+        match (&self.steps, &self.subject, &self.payload) {
+            (Some(_), None, None) => {}
+            (Some(_), _, _) => {
+                return Some(
+                    "`steps` replaces `subject` and `payload`: give one or the other".into(),
+                )
+            }
+            (None, Some(_), Some(_)) => return None,
+            (None, _, _) => return Some("a case needs `subject` and `payload`, or `steps`".into()),
+        }
+        for (i, step) in self.steps.iter().flatten().enumerate() {
+            let input = step.subject.is_some() || step.payload.is_some();
+            if input && (step.subject.is_none() || step.payload.is_none()) {
+                return Some(format!(
+                    "steps[{i}]: an input needs `subject` and `payload`"
+                ));
+            }
+            if input && step.advance.is_some() {
+                return Some(format!("steps[{i}]: an input takes `at_ms`, not `advance`"));
+            }
+            if !input && step.at_ms.is_none() == step.advance.is_none() {
+                return Some(format!(
+                    "steps[{i}]: a clock move gives `at_ms` or `advance` (one of them)"
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// What the table did with a case's messages.
 #[derive(Debug, Default)]
 struct Observed {
-    pub outputs: Vec<(String, OutputMessage)>,
+    /// Route, message, and the clock when it came out.
+    pub outputs: Vec<(String, OutputMessage, i64)>,
     pub dead_letters: Vec<(String, String, OutputMessage)>,
     pub dropped: Vec<(String, String)>,
+}
+
+impl Observed {
+    fn record(&mut self, route: &str, outcome: RouteOutcome, at: i64) {
+        match outcome {
+            RouteOutcome::Outputs { messages, .. } => self
+                .outputs
+                .extend(messages.into_iter().map(|m| (route.to_string(), m, at))),
+            RouteOutcome::Failed { error, action } => match action {
+                FailureAction::DeadLetter(m) => {
+                    self.dead_letters
+                        .push((route.to_string(), error.to_string(), m))
+                }
+                FailureAction::Drop => self.dropped.push((route.to_string(), error.to_string())),
+                FailureAction::PassThrough(ms) => self
+                    .outputs
+                    .extend(ms.into_iter().map(|m| (route.to_string(), m, at))),
+            },
+            RouteOutcome::Filtered | RouteOutcome::NoMatch => {}
+        }
+    }
 }
 
 /// Default routing time of cases without `now_ms`: fixed, so outputs are reproducible.
 const DEFAULT_NOW_MS: i64 = 1_795_290_133_500;
 
 fn observe(table: &RouteTable, case: &TestCase) -> Observed {
-    let payload = payload_bytes(&case.payload);
-    let now = case.now_ms.unwrap_or(DEFAULT_NOW_MS);
     let mut seen = Observed::default();
-    for result in table.evaluate(&case.subject, &case.headers, &payload, now) {
-        match result.outcome {
-            RouteOutcome::Outputs { messages, .. } => seen
-                .outputs
-                .extend(messages.into_iter().map(|m| (result.route.clone(), m))),
-            RouteOutcome::Failed { error, action } => match action {
-                FailureAction::DeadLetter(m) => {
-                    seen.dead_letters.push((result.route, error.to_string(), m))
-                }
-                FailureAction::Drop => seen.dropped.push((result.route, error.to_string())),
-                FailureAction::PassThrough(ms) => seen
-                    .outputs
-                    .extend(ms.into_iter().map(|m| (result.route.clone(), m))),
-            },
-            RouteOutcome::Filtered | RouteOutcome::NoMatch => {}
-        }
+    if let Some(steps) = &case.steps {
+        observe_steps(table, steps, &mut seen);
+        return seen;
+    }
+    let (Some(subject), Some(payload)) = (&case.subject, &case.payload) else {
+        return seen;
+    };
+    let payload = payload_bytes(payload);
+    let now = case.now_ms.unwrap_or(DEFAULT_NOW_MS);
+    for result in table.evaluate(subject, &case.headers, &payload, now) {
+        seen.record(&result.route, result.outcome, now);
     }
     seen
+}
+
+/// Runs a multi-message case: every route with its own state, ticked at each due time.
+fn observe_steps(table: &RouteTable, steps: &[CaseStep], seen: &mut Observed) {
+    let routes = table.routes();
+    let mut states: Vec<RouteState> = routes.iter().map(|r| r.new_state()).collect();
+    // the first `at_ms` sets the clock; a case that starts with `advance` starts at the default
+    let mut clock = steps.iter().find_map(|s| s.at_ms).unwrap_or(DEFAULT_NOW_MS);
+    // ticks every due time up to `to`, earliest first across routes
+    let advance = |to: i64, states: &mut Vec<RouteState>, seen: &mut Observed| loop {
+        let next = routes
+            .iter()
+            .zip(states.iter())
+            .enumerate()
+            .filter_map(|(i, (r, s))| r.next_due(s).map(|due| (due, i)))
+            .min();
+        match next {
+            Some((due, i)) if due <= to => {
+                for outcome in routes[i].tick(due, &mut states[i]) {
+                    seen.record(&routes[i].name, outcome, due);
+                }
+            }
+            _ => break,
+        }
+    };
+    for step in steps {
+        let target = match (step.at_ms, &step.advance) {
+            (Some(at), _) => at,
+            (None, Some(span)) => {
+                clock + i64::try_from(span.duration().as_millis()).unwrap_or(i64::MAX / 4)
+            }
+            (None, None) => clock,
+        };
+        advance(target, &mut states, seen);
+        clock = clock.max(target);
+        if let (Some(subject), Some(payload)) = (&step.subject, &step.payload) {
+            let bytes = payload_bytes(payload);
+            for (route, state) in routes.iter().zip(states.iter_mut()) {
+                let outcome = route.process_with(subject, &step.headers, &bytes, clock, state);
+                if outcome != RouteOutcome::NoMatch {
+                    seen.record(&route.name, outcome, clock);
+                }
+            }
+        }
+    }
 }
 
 /// Runs one case; returns the diff lines (empty when it passes).
@@ -205,16 +346,21 @@ pub fn run_case(table: &RouteTable, case: &TestCase) -> Vec<String> {
         for (i, e) in expect.outputs.iter().enumerate() {
             diff.push(format!("  expected[{i}]: {}", e.subject));
         }
-        for (i, (route, m)) in seen.outputs.iter().enumerate() {
+        for (i, (route, m, at)) in seen.outputs.iter().enumerate() {
             diff.push(format!(
-                "  got[{i}]:      {} (route {route}) {}",
+                "  got[{i}]:      {} (route {route}, at_ms {at}) {}",
                 m.subject,
                 show_payload(m)
             ));
         }
     } else {
-        for (i, (e, (route, m))) in expect.outputs.iter().zip(&seen.outputs).enumerate() {
+        for (i, (e, (route, m, at))) in expect.outputs.iter().zip(&seen.outputs).enumerate() {
             compare_output(i, e, route, m, &mut diff);
+            if let Some(want) = e.at_ms {
+                if want != *at {
+                    diff.push(format!("outputs[{i}].at_ms: expected {want}, got {at}"));
+                }
+            }
         }
     }
     if seen.dead_letters.len() != expect.dead_letters.len() {

@@ -296,6 +296,7 @@ impl Metrics {
             consumed_total: self.messages_consumed.clone(),
             published_total: self.messages_published.with_label_values(&["router"]),
             errors_total: self.message_errors.with_label_values(&["router"]),
+            state: f.state.resolve(name),
         }
     }
 
@@ -362,6 +363,90 @@ pub struct RouteMetrics {
     consumed_total: IntCounter,
     published_total: IntCounter,
     errors_total: IntCounter,
+    /// The stateful steps' figures.
+    pub state: StateMetrics,
+}
+
+/// One route's stateful-step series: keys held, evictions, and what the steps did.
+#[derive(Clone)]
+pub struct StateMetrics {
+    pub keys: IntGauge,
+    pub evictions: IntCounter,
+    pub deduplicated: IntCounter,
+    pub conflated: IntCounter,
+    pub late: IntCounter,
+    pub gaps: IntCounter,
+}
+
+/// The stateful-step families, labelled by route.
+#[derive(Clone)]
+struct StateFamilies {
+    keys: IntGaugeVec,
+    evictions: IntCounterVec,
+    deduplicated: IntCounterVec,
+    conflated: IntCounterVec,
+    late: IntCounterVec,
+    gaps: IntCounterVec,
+}
+
+impl StateFamilies {
+    fn new(registry: &Registry) -> Result<StateFamilies, MetricsError> {
+        let c = |name: &str, help: &str| counter_vec(registry, name, help, &["route"]);
+        Ok(StateFamilies {
+            keys: gauge_vec(
+                registry,
+                "prism_route_state_keys",
+                "Keys held by a route's stateful steps (dedupe, throttle, window, sequence_check), by route",
+                &["route"],
+            )?,
+            evictions: c(
+                "prism_route_state_evictions_total",
+                "Keys a stateful step forgot because it reached its max_keys, by route",
+            )?,
+            deduplicated: c(
+                "prism_route_state_deduplicated_total",
+                "Messages dropped as repeats (dedupe, sequence_check duplicates or old), by route",
+            )?,
+            conflated: c(
+                "prism_route_state_conflated_total",
+                "Messages a throttle dropped or replaced by a later one, by route",
+            )?,
+            late: c(
+                "prism_route_state_late_total",
+                "Messages that came after their window closed, by route",
+            )?,
+            gaps: c(
+                "prism_route_state_gaps_total",
+                "Sequence gaps found by sequence_check, by route",
+            )?,
+        })
+    }
+
+    fn resolve(&self, route: &str) -> StateMetrics {
+        let label = &[route];
+        StateMetrics {
+            keys: self.keys.with_label_values(label),
+            evictions: self.evictions.with_label_values(label),
+            deduplicated: self.deduplicated.with_label_values(label),
+            conflated: self.conflated.with_label_values(label),
+            late: self.late.with_label_values(label),
+            gaps: self.gaps.with_label_values(label),
+        }
+    }
+
+    fn remove(&self, route: &str) {
+        let label = &[route];
+        let _ = self.keys.remove_label_values(label);
+        for vec in [
+            &self.evictions,
+            &self.deduplicated,
+            &self.conflated,
+            &self.late,
+            &self.gaps,
+        ] {
+            let _ = vec.remove_label_values(label);
+        }
+    }
 }
 
 /// A route's counters as `/api/v1/routes` shows them.
@@ -498,6 +583,7 @@ struct RouteFamilies {
     switch_overlap: IntCounterVec,
     processing: HistogramVec,
     age: HistogramVec,
+    state: StateFamilies,
 }
 
 impl RouteFamilies {
@@ -568,10 +654,12 @@ impl RouteFamilies {
             )?,
             processing,
             age,
+            state: StateFamilies::new(registry)?,
         })
     }
 
     fn remove(&self, route: &str) {
+        self.state.remove(route);
         let label = &[route];
         for vec in [
             &self.matched,

@@ -134,7 +134,7 @@ mod tests {
     use serde_json::json;
 
     fn explode(cfg: &str, payload: serde_json::Value) -> Result<Vec<serde_json::Value>, String> {
-        let step = build(cfg).map_err(|e| e.to_string())?;
+        let step = build_plain(cfg).map_err(|e| e.to_string())?;
         match run(step.as_ref(), payload).map_err(|e| e.to_string())? {
             Applied::Many(v) => Ok(v),
             Applied::One(v) => Ok(vec![v]),

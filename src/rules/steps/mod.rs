@@ -10,10 +10,13 @@
 //! - [`registry`]: kind name → builder; `build_step` builds one YAML step.
 //! - [`pipeline`]: an ordered list of built steps, run on each message.
 //!
+//! - [`stateful`]: the [`Stateful`](stateful::Stateful) trait of the kinds that keep state
+//!   per key, the [`PipelineState`] the route's task owns, bounded keyed state, and one
+//!   file per stateful kind: [`dedupe`], [`throttle`], [`window`], [`sequence_check`].
+//!
 //! Steps see the payload as JSON and the message context (captures, headers, time); they
-//! never do I/O. The kinds shipped today are stateless. Stateful kinds (dedupe, throttle,
-//! window, sequence checks) go here too, one file each, registered in [`registry`] like the
-//! others; their per-key state will belong to the route's task.
+//! never do I/O. A stateful step gets its state from the caller with every message and at
+//! every tick, so the state belongs to the route's task and the clock to the caller.
 //!
 //! Imports only the primitives of layer 1 (`context`, `headers`, `path`, `template`,
 //! `value`, `yaml`); nothing below `rules/` imports this module back except the route
@@ -22,20 +25,26 @@
 pub(crate) mod fields;
 pub(crate) mod pipeline;
 pub(crate) mod registry;
+pub(crate) mod stateful;
 #[cfg(test)]
 pub(crate) mod testing;
 pub(crate) mod transform;
 
+mod dedupe;
 mod explode;
 mod extract;
 mod keep;
 mod regex_replace;
 mod remove;
 mod rename;
+mod sequence_check;
 mod set;
+mod throttle;
 mod timestamp;
 mod to_number;
 mod to_string;
+mod window;
 
 pub use pipeline::Pipeline;
+pub use stateful::{Alert, PipelineState, StepEvents};
 pub use transform::{Applied, BuildContext, TransformError};

@@ -1,57 +1,192 @@
 //! Layer 2 (steps): a pipeline is an ordered list of built steps, run on each message in
-//! turn; a step may turn one message into several (`explode`), and the next step then runs
-//! on each of them.
+//! turn; a step may turn one message into several (`explode`) or none (a filter, a
+//! stateful step holding it), and the next step then runs on each of them. Stateful steps
+//! get their state from a [`PipelineState`] the caller owns; what they let go of at a tick
+//! runs through the steps after them.
 
 use serde_json::Value;
 
-use super::registry::build_step;
+use super::registry::{build_step, BuiltStep};
+use super::stateful::{Emitted, PipelineState, Stateful, StepEvents};
 use super::transform::{Applied, BuildContext, Transform, TransformError};
 use crate::rules::context::MessageContext;
 use crate::rules::yaml::{Node, Problem};
 
+#[derive(Debug)]
+enum Step {
+    Plain(Box<dyn Transform>),
+    /// With its index in the [`PipelineState`].
+    Stateful(Box<dyn Stateful>, usize),
+}
+
 /// An ordered list of steps, run on each message in turn.
 #[derive(Debug, Default)]
 pub struct Pipeline {
-    steps: Vec<Box<dyn Transform>>,
+    steps: Vec<Step>,
+    stateful: usize,
 }
 
 impl Pipeline {
     /// Builds every step of `steps`, recording a problem (at the step's line) for each
     /// step that does not build.
     pub fn build(steps: &[&Node], ctx: &BuildContext<'_>, problems: &mut Vec<Problem>) -> Pipeline {
-        let mut built = Vec::with_capacity(steps.len());
+        let mut pipeline = Pipeline::default();
         for (i, node) in steps.iter().enumerate() {
             match build_step(node, ctx) {
-                Ok(step) => built.push(step),
+                Ok(step) => pipeline.push(step),
                 Err(e) => problems.push(Problem::new(node.line, format!("step {}: {e}", i + 1))),
             }
         }
-        Pipeline { steps: built }
+        pipeline
+    }
+
+    fn push(&mut self, step: BuiltStep) {
+        match step {
+            BuiltStep::Plain(t) => self.steps.push(Step::Plain(t)),
+            BuiltStep::Stateful(t) => {
+                self.steps.push(Step::Stateful(t, self.stateful));
+                self.stateful += 1;
+            }
+        }
     }
 
     /// Adds the steps of `other` after this pipeline's.
     pub fn append(&mut self, other: Pipeline) {
-        self.steps.extend(other.steps);
+        for step in other.steps {
+            self.push(match step {
+                Step::Plain(t) => BuiltStep::Plain(t),
+                Step::Stateful(t, _) => BuiltStep::Stateful(t),
+            });
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }
 
-    /// Runs every step; a single message (the common case) stays off the heap-allocated list.
+    /// True when some step keeps state.
+    pub fn is_stateful(&self) -> bool {
+        self.stateful > 0
+    }
+
+    /// True when a step can hold an input's effect past the input (a window, a throttle
+    /// that emits the latest message).
+    pub fn holds_inputs(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s, Step::Stateful(t, _) if t.holds_inputs()))
+    }
+
+    /// The kinds of the stateful steps, in order.
+    pub fn stateful_kinds(&self) -> Vec<&'static str> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Stateful(t, _) => Some(t.kind()),
+                Step::Plain(_) => None,
+            })
+            .collect()
+    }
+
+    /// Empty state for every stateful step.
+    pub fn new_state(&self) -> PipelineState {
+        PipelineState {
+            steps: self
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Stateful(t, _) => {
+                        Some((t.kind().to_string(), t.config().clone(), t.new_state()))
+                    }
+                    Step::Plain(_) => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Runs every step with no state kept between calls (a dry run: stateful steps start
+    /// empty each time).
     pub fn apply(
         &self,
         payload: Value,
         ctx: &MessageContext<'_>,
     ) -> Result<Applied, TransformError> {
-        let mut current = Applied::One(payload);
-        for step in &self.steps {
+        if self.stateful == 0 {
+            return self.run_from(
+                0,
+                Applied::One(payload),
+                ctx,
+                None,
+                &mut StepEvents::default(),
+            );
+        }
+        let mut state = self.new_state();
+        self.run_from(
+            0,
+            Applied::One(payload),
+            ctx,
+            Some(&mut state),
+            &mut StepEvents::default(),
+        )
+    }
+
+    /// Runs every step, stateful ones with `state`; what they did is added to `events`.
+    pub fn apply_with(
+        &self,
+        payload: Value,
+        ctx: &MessageContext<'_>,
+        state: &mut PipelineState,
+        events: &mut StepEvents,
+    ) -> Result<Applied, TransformError> {
+        self.run_from(0, Applied::One(payload), ctx, Some(state), events)
+    }
+
+    /// Runs the steps from `first` on (a message a stateful step let go of at a tick).
+    pub fn resume(
+        &self,
+        first: usize,
+        payload: Value,
+        ctx: &MessageContext<'_>,
+        state: &mut PipelineState,
+        events: &mut StepEvents,
+    ) -> Result<Applied, TransformError> {
+        self.run_from(first, Applied::One(payload), ctx, Some(state), events)
+    }
+
+    fn run_from(
+        &self,
+        first: usize,
+        mut current: Applied,
+        ctx: &MessageContext<'_>,
+        mut state: Option<&mut PipelineState>,
+        events: &mut StepEvents,
+    ) -> Result<Applied, TransformError> {
+        for step in self.steps.iter().skip(first) {
+            let mut one = |v: Value| -> Result<Applied, TransformError> {
+                match step {
+                    Step::Plain(t) => t.apply(v, ctx),
+                    Step::Stateful(t, i) => {
+                        let Value::Object(object) = v else {
+                            return Err(TransformError::NotObject { kind: t.kind() });
+                        };
+                        let slot = state
+                            .as_deref_mut()
+                            .and_then(|s| s.steps.get_mut(*i))
+                            .ok_or_else(|| TransformError::Failed {
+                                kind: t.kind(),
+                                field: String::new(),
+                                message: "internal: no state for the step".into(),
+                            })?;
+                        t.apply(object, ctx, slot.2.as_mut(), events)
+                    }
+                }
+            };
             current = match current {
-                Applied::One(v) => step.apply(v, ctx)?,
+                Applied::One(v) => one(v)?,
                 Applied::Many(messages) => {
                     let mut next = Vec::with_capacity(messages.len());
                     for m in messages {
-                        match step.apply(m, ctx)? {
+                        match one(m)? {
                             Applied::One(v) => next.push(v),
                             Applied::Many(vs) => next.extend(vs),
                         }
@@ -61,6 +196,56 @@ impl Pipeline {
             };
         }
         Ok(current)
+    }
+
+    /// Lets every stateful step go of what is due at `now_ms`: each message with the index
+    /// of the step to resume at ([`Pipeline::resume`]).
+    pub fn tick(
+        &self,
+        now_ms: i64,
+        state: &mut PipelineState,
+        events: &mut StepEvents,
+    ) -> Vec<(usize, Emitted)> {
+        let mut out = Vec::new();
+        for (position, step) in self.steps.iter().enumerate() {
+            if let Step::Stateful(t, i) = step {
+                if let Some(slot) = state.steps.get_mut(*i) {
+                    for e in t.tick(now_ms, slot.2.as_mut(), events) {
+                        out.push((position + 1, e));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// When the next tick has something to do.
+    pub fn next_due(&self, state: &PipelineState) -> Option<i64> {
+        self.stateful_with(state, |t, s| t.next_due(s)).min()
+    }
+
+    /// Keys held by every stateful step.
+    pub fn keys(&self, state: &PipelineState) -> usize {
+        self.stateful_with(state, |t, s| Some(t.keys(s))).sum()
+    }
+
+    /// The number of the earliest input whose effect a step still holds.
+    pub fn holding_since(&self, state: &PipelineState) -> Option<u64> {
+        self.stateful_with(state, |t, s| t.holding_since(s)).min()
+    }
+
+    fn stateful_with<'a, T: 'a>(
+        &'a self,
+        state: &'a PipelineState,
+        f: impl Fn(&dyn Stateful, &dyn std::any::Any) -> Option<T> + 'a,
+    ) -> impl Iterator<Item = T> + 'a {
+        self.steps.iter().filter_map(move |step| match step {
+            Step::Stateful(t, i) => state
+                .steps
+                .get(*i)
+                .and_then(|slot| f(t.as_ref(), slot.2.as_ref())),
+            Step::Plain(_) => None,
+        })
     }
 }
 

@@ -1,14 +1,36 @@
 //! Layer 2 (steps): the registry of step kinds. A step in YAML is a one-key mapping,
 //! `{kind: config}` (`- to_number: [price]`); [`build_step`] looks the kind up in
-//! [`REGISTRY`] and calls its builder. Adding a kind is adding one file beside this one and
-//! one line to [`REGISTRY`] — stateless kinds (`set`, `rename`, …) and, later, stateful
-//! ones (dedupe, throttle, window, sequence checks) alike.
+//! [`REGISTRY`] (stateless kinds) or [`STATEFUL`] (kinds that keep state per key) and calls
+//! its builder. Adding a kind is adding one file beside this one and one line here.
 
+use serde_json::Value;
+
+use super::stateful::Stateful;
 use super::transform::{BuildContext, Builder, Transform, TransformError};
 use super::{
-    explode, extract, keep, regex_replace, remove, rename, set, timestamp, to_number, to_string,
+    dedupe, explode, extract, keep, regex_replace, remove, rename, sequence_check, set, throttle,
+    timestamp, to_number, to_string, window,
 };
 use crate::rules::yaml::Node;
+
+/// Builds a stateful step of one kind from its config.
+pub type StatefulBuilder =
+    fn(&Value, &BuildContext<'_>) -> Result<Box<dyn Stateful>, TransformError>;
+
+/// Every stateful kind and its builder.
+const STATEFUL: &[(&str, StatefulBuilder)] = &[
+    ("dedupe", dedupe::build),
+    ("throttle", throttle::build),
+    ("window", window::build),
+    ("sequence_check", sequence_check::build),
+];
+
+/// A built step.
+#[derive(Debug)]
+pub enum BuiltStep {
+    Plain(Box<dyn Transform>),
+    Stateful(Box<dyn Stateful>),
+}
 
 /// Every built-in kind and its builder.
 const REGISTRY: &[(&str, Builder)] = &[
@@ -30,10 +52,7 @@ pub fn builder(kind: &str) -> Option<Builder> {
 }
 
 /// Builds one step from its YAML node (`{kind: config}`).
-pub fn build_step(
-    node: &Node,
-    ctx: &BuildContext<'_>,
-) -> Result<Box<dyn Transform>, TransformError> {
+pub fn build_step(node: &Node, ctx: &BuildContext<'_>) -> Result<BuiltStep, TransformError> {
     let entry = match node.as_map() {
         Some([entry]) => entry,
         _ => {
@@ -52,15 +71,20 @@ pub fn build_step(
             })
         }
     };
+    let config = entry.value.to_json();
+    if let Some((_, build)) = STATEFUL.iter().find(|(k, _)| *k == entry.key) {
+        return build(&config, ctx).map(BuiltStep::Stateful);
+    }
     let build = builder(&entry.key).ok_or_else(|| TransformError::UnknownKind {
         kind: entry.key.clone(),
         known: REGISTRY
             .iter()
             .map(|(k, _)| *k)
+            .chain(STATEFUL.iter().map(|(k, _)| *k))
             .collect::<Vec<_>>()
             .join(", "),
     })?;
-    build(&entry.value.to_json(), ctx)
+    build(&config, ctx).map(BuiltStep::Plain)
 }
 
 #[cfg(test)]
@@ -72,6 +96,7 @@ mod tests {
     fn registry_names_are_unique_and_resolve() {
         for (i, (kind, _)) in REGISTRY.iter().enumerate() {
             assert!(REGISTRY[i + 1..].iter().all(|(k, _)| k != kind), "{kind}");
+            assert!(STATEFUL.iter().all(|(k, _)| k != kind), "{kind}");
             assert!(builder(kind).is_some());
         }
         assert!(builder("frobnicate").is_none());

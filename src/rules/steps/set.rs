@@ -4,7 +4,16 @@
 //! - set: { venue: "{exchange}.{market_type}", routed_at_ms: "{@now_ms}", schema: 2 }
 //! ```
 //! Strings are templates; one placeholder alone keeps its JSON type (`"{@now_ms}"` is a
-//! number). Every value is rendered from the payload as it was before this step, then set.
+//! number). A mapping `{expr: "…"}` is an expression (see `rules/expr.rs`), computed:
+//!
+//! ```yaml
+//! - set:
+//!     notional: { expr: "price * quantity" }
+//!     mid: { expr: "(bids[0].price + asks[0].price) / 2" }
+//!     spread_bps: { expr: "round((asks[0].price - bids[0].price) / asks[0].price * 10000, 2)" }
+//! ```
+//! Every value is rendered from the payload as it was before this step, then set; a
+//! missing field or a value of the wrong type fails the step (the route's `on_error`).
 //!
 //! Layer 2 (a step kind): imports `steps/transform.rs`, `steps/fields.rs` and primitives.
 
@@ -17,6 +26,7 @@ use super::transform::{
     parse_field, parse_field_map, set_field, Applied, BuildContext, Transform, TransformError,
 };
 use crate::rules::context::MessageContext;
+use crate::rules::expr::Expression;
 use crate::rules::template::Template;
 
 const KIND: &str = "set";
@@ -25,6 +35,7 @@ const KIND: &str = "set";
 enum SetValue {
     Literal(Value),
     Template(Template),
+    Expr(Expression),
 }
 
 #[derive(Debug)]
@@ -42,6 +53,20 @@ pub fn build(config: &Value, ctx: &BuildContext<'_>) -> Result<Box<dyn Transform
                 Template::compile(&text, ctx.scope)
                     .map_err(|source| TransformError::Template { kind: KIND, source })?,
             ),
+            Value::Object(map) if map.len() == 1 && map.contains_key("expr") => {
+                let Some(Value::String(text)) = map.get("expr") else {
+                    return Err(TransformError::Config {
+                        kind: KIND,
+                        message: format!("{name}: `expr` takes a string"),
+                    });
+                };
+                SetValue::Expr(Expression::compile(text, ctx.scope, None).map_err(|e| {
+                    TransformError::Config {
+                        kind: KIND,
+                        message: format!("{name}: {e}"),
+                    }
+                })?)
+            }
             other => SetValue::Literal(other),
         };
         fields.push((field, value));
@@ -67,6 +92,14 @@ impl Transform for Set {
                 SetValue::Template(t) => t
                     .render_value(ctx, &payload)
                     .map_err(|source| TransformError::Template { kind: KIND, source })?,
+                SetValue::Expr(e) => {
+                    e.eval(ctx, &payload)
+                        .map_err(|err| TransformError::Failed {
+                            kind: KIND,
+                            field: field.as_str().into(),
+                            message: err.to_string(),
+                        })?
+                }
             };
             rendered.push((field, v));
         }
@@ -94,6 +127,27 @@ mod tests {
             json!({"market_type": "spot", "p": [1], "venue": "binance.spot", "at": NOW, "v": 2,
                    "meta": {"src": "x"}, "copy": [1]})
         );
+    }
+
+    #[test]
+    fn computes_expressions() {
+        let out = apply(
+            "set: {notional: {expr: price * quantity}, mid: {expr: '(bid + ask) / 2'}, \
+             key: {expr: 'capture.exchange + \":\" + side'}, big: {expr: price * quantity > 10}}",
+            json!({"price": "2.5", "quantity": 4, "bid": "1", "ask": "2", "side": "buy"}),
+        )
+        .unwrap();
+        assert_eq!(out["notional"], json!(10));
+        assert_eq!(out["mid"], json!(1.5));
+        assert_eq!(out["key"], json!("binance:buy"));
+        assert_eq!(out["big"], json!(false));
+        let err = apply("set: {n: {expr: price * 2}}", json!({})).unwrap_err();
+        assert!(err.to_string().contains("price is missing"), "{err}");
+        let err = apply("set: {n: {expr: price * 2}}", json!({"price": "x"})).unwrap_err();
+        assert!(err.to_string().contains("expected a number"), "{err}");
+        assert!(config_error("set: {n: {expr: '\"a\" * 2'}}").contains("expected a number"));
+        assert!(config_error("set: {n: {expr: 'capture.nope'}}").contains("no capture"));
+        assert!(config_error("set: {n: {expr: 5}}").contains("takes a string"));
     }
 
     #[test]

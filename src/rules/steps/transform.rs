@@ -42,6 +42,9 @@ pub enum TransformError {
         kind: &'static str,
         source: TemplateError,
     },
+    /// A message for a window that closed already (`window` with `late: dead_letter`).
+    #[error("{kind}: late: {message}")]
+    Late { kind: &'static str, message: String },
     #[error("{kind}: field {field:?}: {message}")]
     Failed {
         kind: &'static str,

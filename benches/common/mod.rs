@@ -6,6 +6,8 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -48,22 +50,26 @@ impl Drop for Service {
 impl Service {
     /// Resident memory (current, peak) in MiB.
     pub fn rss_mib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|v| v.parse::<u64>().ok())
-                })
-                .unwrap_or(0)
-                / 1024
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        rss_mib(self.child.id())
     }
+}
+
+/// Resident memory (current, peak) of process `pid` in MiB.
+pub fn rss_mib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+            / 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// Starts the service. `rules` are `(file name, text)` pairs for `routes.d/` and
@@ -171,4 +177,128 @@ pub fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
     }
     let i = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
     sorted_us[i] as f64 / 1000.0
+}
+
+/// What [`drive`] measured.
+pub struct Outcome {
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latencies_us: Vec<u64>,
+}
+
+impl Outcome {
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    pub fn pct(&mut self, p: f64) -> f64 {
+        self.latencies_us.sort_unstable();
+        percentile_ms(&self.latencies_us, p)
+    }
+}
+
+/// Runs `concurrency` loops of `op` for `warmup + secs`; measures only after the warm-up.
+pub async fn drive<F, Fut>(concurrency: usize, warmup: Duration, secs: Duration, op: F) -> Outcome
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let (op, measuring, stop) = (op.clone(), measuring.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::with_capacity(1 << 16));
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let success = op(worker).await;
+                if measuring.load(Ordering::Relaxed) {
+                    if success {
+                        ok += 1;
+                        lat.push(started.elapsed().as_micros().min(u64::MAX as u128) as u64);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (ok, errors, lat)
+        }));
+    }
+    tokio::time::sleep(warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(secs).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut outcome = Outcome {
+        requests: 0,
+        errors: 0,
+        elapsed,
+        latencies_us: Vec::new(),
+    };
+    for task in tasks {
+        let (ok, errors, lat) = task.await.unwrap();
+        outcome.requests += ok;
+        outcome.errors += errors;
+        outcome.latencies_us.extend(lat);
+    }
+    outcome
+}
+
+/// A keep-alive HTTP/1.1 connection that sends one prepared POST and reads the answer.
+pub struct Conn {
+    reader: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    request: Vec<u8>,
+    line: String,
+    body: Vec<u8>,
+}
+
+impl Conn {
+    pub async fn open(addr: &str, path: &str, body: &str) -> Conn {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (read, writer) = stream.into_split();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
+        Conn {
+            reader: tokio::io::BufReader::new(read),
+            writer,
+            request,
+            line: String::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Sends the request; returns the status once the whole response is read.
+    pub async fn post(&mut self) -> Option<u16> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        self.writer.write_all(&self.request).await.ok()?;
+        self.line.clear();
+        self.reader.read_line(&mut self.line).await.ok()?;
+        let status = self.line.split_whitespace().nth(1)?.parse().ok()?;
+        let mut length = 0usize;
+        loop {
+            self.line.clear();
+            self.reader.read_line(&mut self.line).await.ok()?;
+            let header = self.line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().ok()?;
+                }
+            }
+        }
+        self.body.resize(length, 0);
+        self.reader.read_exact(&mut self.body).await.ok()?;
+        Some(status)
+    }
 }

@@ -21,12 +21,12 @@
 //! - [`service`]: start-up and shutdown of the whole service, used by `main.rs` and tests.
 
 pub mod api;
-pub mod collectors;
+pub(crate) mod collectors;
 pub mod config;
 pub mod nats;
-pub mod router;
+pub(crate) mod router;
 pub mod rules;
 pub mod service;
 pub mod stats;
-pub mod streams;
+pub(crate) mod streams;
 pub mod subject;

@@ -9,7 +9,8 @@ use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-/// The seed's error codes plus ours; serialized as `SCREAMING_SNAKE_CASE`.
+/// The seed's error codes plus ours; serialized as `SCREAMING_SNAKE_CASE`. The seed's
+/// `INTERNAL_ERROR` is not among them: every failure we answer has its own code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
@@ -22,7 +23,6 @@ pub enum ErrorCode {
     JetstreamError,
     InvalidParameters,
     ServiceUnavailable,
-    InternalError,
     Unauthorized,
     PayloadTooLarge,
     RouteNotFound,
@@ -56,9 +56,9 @@ impl ErrorCode {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::MessagePublishError
-            | ErrorCode::JetstreamError
-            | ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::MessagePublishError | ErrorCode::JetstreamError => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }

@@ -7,14 +7,14 @@
 mod auth;
 mod body;
 mod collectors;
-pub mod drain;
-pub mod envelope;
+pub(crate) mod drain;
+pub(crate) mod envelope;
 mod health;
 mod nats_info;
 mod openapi;
-pub mod publish;
+pub(crate) mod publish;
 mod routes;
-pub mod state;
+pub(crate) mod state;
 mod status;
 mod streams;
 pub mod tap;
@@ -23,8 +23,8 @@ use actix_web::http::Method;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError, Route};
 
-pub use envelope::{ApiError, ErrorCode};
-pub use state::AppState;
+pub(crate) use envelope::{ApiError, ErrorCode};
+pub(crate) use state::AppState;
 
 /// Every endpoint: method, path pattern, handler.
 fn endpoints() -> Vec<(Method, &'static str, Route)> {

@@ -138,12 +138,9 @@ impl CollectorTable {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Takes in the heartbeat `payload` that arrived on `subject` at `now` (`now_unix` in

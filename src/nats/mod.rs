@@ -2,14 +2,16 @@
 //! file, the shared async-nats client connection, and the state the rest of the service
 //! reads about them.
 
-pub mod client;
-pub mod process;
+pub(crate) mod client;
+pub(crate) mod process;
 pub mod server_conf;
-pub mod state;
+pub(crate) mod state;
 
-pub use client::connect;
-pub use process::{find_binary, NatsProcessActor, NatsProcessError, StartServer, StopServer};
-pub use state::{CrashPolicy, JetStreamProbe, NatsState, ServerPorts};
+pub(crate) use client::connect;
+pub(crate) use process::{
+    find_binary, NatsProcessActor, NatsProcessError, StartServer, StopServer,
+};
+pub(crate) use state::{CrashPolicy, NatsState, ServerPorts};
 
 /// The user the broker adds to the child's config for its own connection when
 /// `nats.users` is set.

@@ -398,10 +398,6 @@ impl NatsProcessActor {
         }
     }
 
-    pub fn paths(&self) -> &ServerPaths {
-        &self.launcher.paths
-    }
-
     /// Takes over a child that passed readiness: records it and its ports, pins the
     /// ports for the next restarts, and watches for its exit.
     fn adopt(&mut self, running: Running, ctx: &mut Context<Self>) {

@@ -19,5 +19,5 @@ pub mod task;
 mod timers;
 pub mod watch;
 
-pub use actor::{ReloadReport, ReloadRoutes, RouterActor, RouterRuntime, StopRoutes};
-pub use state::{ReloadStatus, RouterState};
+pub use actor::{ReloadRoutes, RouterActor, RouterRuntime, StopRoutes};
+pub use state::RouterState;

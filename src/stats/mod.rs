@@ -6,12 +6,12 @@
 //! cluster (meta group, routes, stream replicas) into the snapshot's cluster section. The
 //! router counts through [`metrics::RouteMetrics`] handles, resolved once per route.
 
-pub mod actor;
-pub mod cluster;
-pub mod http;
+pub(crate) mod actor;
+pub(crate) mod cluster;
+pub(crate) mod http;
 pub mod metrics;
-pub mod snapshot;
+pub(crate) mod snapshot;
 
-pub use actor::{RefreshStats, StatsActor, StatsConfig};
-pub use http::{render_metrics, RequestMetrics};
-pub use metrics::{Metrics, RouteCounts, RouteMetrics};
+pub(crate) use actor::{StatsActor, StatsConfig};
+pub(crate) use http::{render_metrics, RequestMetrics};
+pub(crate) use metrics::Metrics;

@@ -18,8 +18,7 @@ use async_nats::jetstream::ErrorCode;
 
 pub use ack::AckFailure;
 pub use actor::{
-    CheckStreams, CreateStream, Created, DeleteStream, EnsureStreams, GetStream, ListStreams,
-    StoreWatch, StreamActor, UpdateStream,
+    CreateStream, Created, DeleteStream, GetStream, StoreWatch, StreamActor, UpdateStream,
 };
 pub use consumers::ConsumersState;
 pub use state::StreamsState;

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use common::{drive, env_or, listing_only, rss_mib, Conn, Outcome, TRADE};
+use common::{env_or, listing_only, raw_publishers, rest_publishers, rss_mib, Outcome, TRADE};
 use harness::cluster::{Cluster, ClusterBuilder, CLUSTER_DEADLINE};
 use harness::{Service, ServiceBuilder};
 use serde_json::{json, Value};
@@ -65,39 +65,13 @@ async fn measure(nodes: &[&Service], concurrency: usize, secs: Duration, message
     let warmup = Duration::from_secs(2);
     let client = nodes[0].nats_client().await;
     let js = jetstream::new(client.clone());
-    let raw = {
-        let js = js.clone();
-        drive(concurrency, warmup, secs, move |worker| {
-            let js = js.clone();
-            async move {
-                match js
-                    .publish(format!("trade.bench.raw.W{worker}"), TRADE.into())
-                    .await
-                {
-                    Ok(ack) => ack.await.is_ok(),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await
-    };
+    let raw = raw_publishers(&js, concurrency, warmup, secs).await;
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| n.url("").trim_start_matches("http://").to_string())
+        .collect();
+    let rest = rest_publishers(&addrs, concurrency, warmup, secs).await;
     let trade: Value = serde_json::from_str(TRADE).unwrap();
-    let mut conns = Vec::with_capacity(concurrency);
-    for w in 0..concurrency {
-        let node = nodes[w % nodes.len()];
-        let addr = node.url("").trim_start_matches("http://").to_string();
-        let body =
-            json!({ "subject": format!("trade.bench.api.W{w}"), "message": trade }).to_string();
-        conns.push(tokio::sync::Mutex::new(
-            Conn::open(&addr, "/api/v1/broker/publish", &body).await,
-        ));
-    }
-    let conns = Arc::new(conns);
-    let rest = drive(concurrency, warmup, secs, move |worker| {
-        let conns = conns.clone();
-        async move { conns[worker].lock().await.post().await == Some(200) }
-    })
-    .await;
 
     // The route: `messages` published into IN (up to 1,024 acks pending), timed until OUT
     // holds every one; the route consumes while IN fills.

@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{drive, env_or, listing_only, start_service, Conn, TRADE};
+use common::{env_or, listing_only, raw_publishers, rest_publishers, start_service};
 use serde_json::json;
 
 fn main() {
@@ -39,38 +38,12 @@ fn main() {
         // Baseline: raw async-nats JetStream publish + ack, same server, same concurrency.
         let client = async_nats::connect(&service.nats).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        let mut raw = drive(concurrency, warmup, secs, move |worker| {
-            let js = js.clone();
-            async move {
-                match js
-                    .publish(format!("trade.bench.raw.W{worker}"), TRADE.into())
-                    .await
-                {
-                    Ok(ack) => ack.await.is_ok(),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await;
+        let mut raw = raw_publishers(&js, concurrency, warmup, secs).await;
 
         // The REST API: one keep-alive HTTP/1.1 connection per worker, driven by a minimal
         // client (see `Conn`) so the load generator takes as little CPU as it can.
         let addr = service.api.trim_start_matches("http://").to_string();
-        let trade: serde_json::Value = serde_json::from_str(TRADE).unwrap();
-        let mut conns = Vec::with_capacity(concurrency);
-        for w in 0..concurrency {
-            let body =
-                json!({ "subject": format!("trade.bench.api.W{w}"), "message": trade }).to_string();
-            conns.push(tokio::sync::Mutex::new(
-                Conn::open(&addr, "/api/v1/broker/publish", &body).await,
-            ));
-        }
-        let conns = Arc::new(conns);
-        let mut api = drive(concurrency, warmup, secs, move |worker| {
-            let conns = conns.clone();
-            async move { conns[worker].lock().await.post().await == Some(200) }
-        })
-        .await;
+        let mut api = rest_publishers(&[addr], concurrency, warmup, secs).await;
         let (rss, peak) = service.rss_mib();
 
         println!();

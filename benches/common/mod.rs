@@ -302,3 +302,53 @@ impl Conn {
         Some(status)
     }
 }
+
+/// `concurrency` raw async-nats JetStream publishers of [`TRADE`] (publish, then wait for
+/// the ack), each on its own `trade.bench.raw.W<n>` subject: the baseline of the publish
+/// benches.
+pub async fn raw_publishers(
+    js: &async_nats::jetstream::Context,
+    concurrency: usize,
+    warmup: Duration,
+    secs: Duration,
+) -> Outcome {
+    let js = js.clone();
+    drive(concurrency, warmup, secs, move |worker| {
+        let js = js.clone();
+        async move {
+            match js
+                .publish(format!("trade.bench.raw.W{worker}"), TRADE.into())
+                .await
+            {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+}
+
+/// `concurrency` REST publishers of [`TRADE`], one keep-alive connection each (a [`Conn`]),
+/// spread over the API addresses `addrs` (`host:port`) round robin.
+pub async fn rest_publishers(
+    addrs: &[String],
+    concurrency: usize,
+    warmup: Duration,
+    secs: Duration,
+) -> Outcome {
+    let trade: Value = serde_json::from_str(TRADE).unwrap();
+    let mut conns = Vec::with_capacity(concurrency);
+    for w in 0..concurrency {
+        let body =
+            json!({ "subject": format!("trade.bench.api.W{w}"), "message": trade }).to_string();
+        conns.push(tokio::sync::Mutex::new(
+            Conn::open(&addrs[w % addrs.len()], "/api/v1/broker/publish", &body).await,
+        ));
+    }
+    let conns = Arc::new(conns);
+    drive(concurrency, warmup, secs, move |worker| {
+        let conns = conns.clone();
+        async move { conns[worker].lock().await.post().await == Some(200) }
+    })
+    .await
+}

@@ -2,7 +2,9 @@
 //! JetStream publish loop, same concurrency, same nats-server, same run.
 //!
 //! `cargo bench --bench publish` (env: `BENCH_SECS`, default 30; `BENCH_CONCURRENCY`,
-//! default 32). Starts the release `prism-broker` binary with its own nats-server on free
+//! default 32; `BENCH_BATCH` trades per batch request, default 100, over
+//! `BENCH_BATCH_CONCURRENCY` connections, default 8; latencies of the batch row are per
+//! request). Starts the release `prism-broker` binary with its own nats-server on free
 //! loopback ports and a temp data dir; everything stops when the run ends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -11,7 +13,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{env_or, listing_only, raw_publishers, rest_publishers, start_service};
+use common::{
+    env_or, listing_only, raw_publishers, rest_batch_publishers, rest_publishers, start_service,
+};
 use serde_json::json;
 
 fn main() {
@@ -43,7 +47,13 @@ fn main() {
         // The REST API: one keep-alive HTTP/1.1 connection per worker, driven by a minimal
         // client (see `Conn`) so the load generator takes as little CPU as it can.
         let addr = service.api.trim_start_matches("http://").to_string();
-        let mut api = rest_publishers(&[addr], concurrency, warmup, secs).await;
+        let mut api = rest_publishers(std::slice::from_ref(&addr), concurrency, warmup, secs).await;
+
+        // Batches of `BENCH_BATCH` (default 100) trades per request, fewer connections.
+        let per_request = env_or("BENCH_BATCH", 100) as usize;
+        let batch_concurrency = env_or("BENCH_BATCH_CONCURRENCY", 8) as usize;
+        let mut batch =
+            rest_batch_publishers(&[addr], batch_concurrency, per_request, warmup, secs).await;
         let (rss, peak) = service.rss_mib();
 
         println!();
@@ -60,10 +70,17 @@ fn main() {
                 o.errors
             );
         }
+        let (p50, p99) = (batch.pct(0.50), batch.pct(0.99));
+        println!(
+            "| REST POST /api/v1/broker/publish/batch, {per_request} per request, {batch_concurrency} connections | {:.0} | {p50:.2} | {p99:.2} | {} |",
+            batch.rate() * per_request as f64,
+            batch.errors
+        );
         println!();
         println!(
-            "REST / raw throughput ratio: {:.2}",
-            api.rate() / raw.rate()
+            "REST / raw throughput ratio: {:.2}; batch / raw messages/s: {:.2}",
+            api.rate() / raw.rate(),
+            batch.rate() * per_request as f64 / raw.rate()
         );
         println!("service resident memory after the run: {rss} MiB (peak {peak} MiB)");
     });

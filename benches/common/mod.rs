@@ -336,13 +336,35 @@ pub async fn rest_publishers(
     warmup: Duration,
     secs: Duration,
 ) -> Outcome {
+    rest_batch_publishers(addrs, concurrency, 0, warmup, secs).await
+}
+
+/// As [`rest_publishers`], with `per_request` trades in each `POST
+/// /api/v1/broker/publish/batch` (a 200 means every one was acked); 0 sends single
+/// `POST /api/v1/broker/publish` requests.
+pub async fn rest_batch_publishers(
+    addrs: &[String],
+    concurrency: usize,
+    per_request: usize,
+    warmup: Duration,
+    secs: Duration,
+) -> Outcome {
     let trade: Value = serde_json::from_str(TRADE).unwrap();
     let mut conns = Vec::with_capacity(concurrency);
     for w in 0..concurrency {
-        let body =
-            json!({ "subject": format!("trade.bench.api.W{w}"), "message": trade }).to_string();
+        let subject = format!("trade.bench.api.W{w}");
+        let (path, body) = match per_request {
+            0 => (
+                "/api/v1/broker/publish",
+                json!({ "subject": subject, "message": trade }),
+            ),
+            n => (
+                "/api/v1/broker/publish/batch",
+                json!({ "messages": vec![json!({ "subject": subject, "message": trade }); n] }),
+            ),
+        };
         conns.push(tokio::sync::Mutex::new(
-            Conn::open(&addrs[w % addrs.len()], "/api/v1/broker/publish", &body).await,
+            Conn::open(&addrs[w % addrs.len()], path, &body.to_string()).await,
         ));
     }
     let conns = Arc::new(conns);

@@ -54,6 +54,12 @@ struct Position {
     outstanding: BTreeSet<u64>,
     /// The highest stream sequence handled.
     handled_max: u64,
+    /// The state that held inputs was dropped: the consumer is re-created from the first
+    /// message not handled, so they come back in stream order. Naked, they would be
+    /// redelivered in the order of the naks, and the first of them into the pull request
+    /// the old loop left open, reaching the new one only after `ack_wait`, behind newer
+    /// messages (late for a window).
+    recreate: bool,
 }
 
 impl Position {
@@ -112,6 +118,7 @@ pub async fn run(
                 // is rebuilt from them, not counted twice (held.rs)
                 if processor.route.holds_inputs() {
                     processor.reset_state();
+                    position.recreate = true;
                 }
                 // The first attempts at start-up often race the stream actor: not a warning yet.
                 if retry >= Duration::from_secs(1) {
@@ -171,10 +178,14 @@ async fn ensure_consumer(
             created,
             existing.cached_info().ack_floor.stream_sequence + 1,
         );
-        if same {
+        if same && !position.recreate {
             return Ok(existing);
         }
-        info!(durable = %spec.durable, "consumer settings changed; re-creating it where it stood");
+        if same {
+            info!(durable = %spec.durable, "state dropped; re-creating the consumer where the route stood");
+        } else {
+            info!(durable = %spec.durable, "consumer settings changed; re-creating it where it stood");
+        }
         stream
             .delete_consumer(&spec.durable)
             .await
@@ -201,10 +212,12 @@ async fn ensure_consumer(
     }
     position.bind(created, next);
     config.deliver_policy = policy;
-    stream
+    let consumer = stream
         .create_consumer(config)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    position.recreate = false;
+    Ok(consumer)
 }
 
 /// Finishes one message: ack when done, nak (or dead-letter on its last delivery) when the

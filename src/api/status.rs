@@ -169,6 +169,15 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
     success("Service status retrieved successfully", data)
 }
 
+/// `(ok, error)` of something ensured: `(null, null)` until its first attempt.
+fn ensured(health: Option<&Result<(), String>>) -> (Option<bool>, Option<String>) {
+    match health {
+        Some(Ok(())) => (Some(true), None),
+        Some(Err(e)) => (Some(false), Some(e.clone())),
+        None => (None, None),
+    }
+}
+
 fn configured_streams(state: &AppState) -> Vec<Value> {
     let health = state.streams.health();
     state
@@ -176,11 +185,7 @@ fn configured_streams(state: &AppState) -> Vec<Value> {
         .effective_streams()
         .iter()
         .map(|spec| {
-            let (ok, error) = match health.get(&spec.name) {
-                Some(Ok(())) => (Some(true), None),
-                Some(Err(e)) => (Some(false), Some(e.clone())),
-                None => (None, None),
-            };
+            let (ok, error) = ensured(health.get(&spec.name));
             json!({ "name": spec.name, "subjects": spec.subjects, "ok": ok, "error": error })
         })
         .collect()
@@ -269,11 +274,7 @@ fn configured_consumers(state: &AppState) -> Vec<Value> {
         .durable_consumers()
         .iter()
         .map(|spec| {
-            let (ok, error) = match health.get(&spec.name) {
-                Some(Ok(())) => (Some(true), None),
-                Some(Err(e)) => (Some(false), Some(e.clone())),
-                None => (None, None),
-            };
+            let (ok, error) = ensured(health.get(&spec.name));
             json!({ "name": spec.name, "stream": spec.stream, "filter_subject": spec.filter_subject, "ok": ok, "error": error })
         })
         .collect()

@@ -320,7 +320,7 @@ async fn confirm_each_connection(
     let mut connections = nats.watch_connections();
     loop {
         let generation = *connections.borrow_and_update();
-        if generation > 0 && round_trip(&client).await {
+        if generation > 0 && crate::nats::client::server_round_trip(&client, ROUND_TRIP).await {
             state.confirmed.store(generation, Ordering::Release);
             if connections.changed().await.is_err() {
                 return;
@@ -332,22 +332,6 @@ async fn confirm_each_connection(
             }
         }
     }
-}
-
-/// True once a message the client sent to itself came back: everything it sent before
-/// (its subscriptions) is in effect on the server. `flush()` only empties the socket.
-async fn round_trip(client: &async_nats::Client) -> bool {
-    let inbox = client.new_inbox();
-    let Ok(mut echo) = client.subscribe(inbox.clone()).await else {
-        return false;
-    };
-    if client.publish(inbox, bytes::Bytes::new()).await.is_err() {
-        return false;
-    }
-    matches!(
-        tokio::time::timeout(ROUND_TRIP, echo.next()).await,
-        Ok(Some(_))
-    )
 }
 
 async fn subscribe(

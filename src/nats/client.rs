@@ -176,3 +176,19 @@ fn options(
     }
     options
 }
+
+/// True once a message `client` sent to itself came back within `within`: every SUB it
+/// sent before is then in effect on the server (`flush()` only empties the socket buffer).
+pub async fn server_round_trip(client: &async_nats::Client, within: Duration) -> bool {
+    let inbox = client.new_inbox();
+    let Ok(mut echo) = client.subscribe(inbox.clone()).await else {
+        return false;
+    };
+    if client.publish(inbox, bytes::Bytes::new()).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(within, futures::StreamExt::next(&mut echo)).await,
+        Ok(Some(_))
+    )
+}

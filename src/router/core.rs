@@ -156,7 +156,9 @@ pub async fn run(processor: Processor, control: TaskControl, group: String) {
     let confirm_live = async move {
         loop {
             let epoch = *epochs.borrow_and_update();
-            if server_round_trip(&client_for_live).await {
+            if crate::nats::client::server_round_trip(&client_for_live, Duration::from_secs(5))
+                .await
+            {
                 live_state.set_live(&live_name, id, epoch);
             } else {
                 tokio::select! {
@@ -188,22 +190,6 @@ pub async fn run(processor: Processor, control: TaskControl, group: String) {
             () = &mut confirm_live, if !live_done => live_done = true,
         }
     }
-}
-
-/// True once a message this connection sent to itself came back: every SUB it sent before
-/// is then in effect on the server (`flush()` only empties the socket buffer).
-async fn server_round_trip(client: &async_nats::Client) -> bool {
-    let inbox = client.new_inbox();
-    let Ok(mut echo) = client.subscribe(inbox.clone()).await else {
-        return false;
-    };
-    if client.publish(inbox, bytes::Bytes::new()).await.is_err() {
-        return false;
-    }
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), echo.next()).await,
-        Ok(Some(_))
-    )
 }
 
 /// Spreads messages over `n` ordered workers by the hash of the route's partition key.

@@ -244,6 +244,41 @@ fn jetstream_sources_need_a_capturing_stream() {
 }
 
 #[test]
+fn a_durable_belongs_to_one_route_and_never_to_a_configured_consumer() {
+    let two = "routes:\n  - name: r1\n    from: system.{x}\n    source: {jetstream: {stream: SYSTEM_EVENTS, durable: d}}\n    to: [{subject: b}]\n  - name: r2\n    from: system.a.{x}\n    source: {jetstream: {stream: SYSTEM_EVENTS, durable: d}}\n    to: [{subject: c}]\n";
+    let found = problems(two);
+    assert!(
+        found.iter().any(|p| p.starts_with("r.yaml:6: route r2:")
+            && p.contains("durable `d` of stream `SYSTEM_EVENTS` is already the source of the route at r.yaml:2")),
+        "{found:#?}"
+    );
+    // The same durable name on another stream is another consumer.
+    let other = "routes:\n  - name: r1\n    from: system.{x}\n    source: {jetstream: {stream: SYSTEM_EVENTS, durable: d}}\n    to: [{subject: b}]\n  - name: r2\n    from: service.{x}\n    source: {jetstream: {stream: SERVICE_LOGS, durable: d}}\n    to: [{subject: c}]\n";
+    assert!(compile(other, &[]).is_ok());
+    // A durable of `consumers:` is the clients', not a route's.
+    let config = prism_broker::config::parse(
+        "consumers:\n  storage: { stream: SYSTEM_EVENTS }\n",
+        "broker.yaml",
+        &prism_broker::config::EnvSource::default(),
+    )
+    .unwrap();
+    let route = one_route("    from: system.{x}\n    source: {jetstream: {stream: SYSTEM_EVENTS, durable: storage}}\n    to: [{subject: b}]\n");
+    let err = RouteTable::compile(
+        &[file("r.yaml", &route)],
+        &[],
+        &TableSettings::from_config(&config),
+    )
+    .unwrap_err();
+    let found: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("is a configured consumer (consumers.storage")),
+        "{found:#?}"
+    );
+}
+
+#[test]
 fn a_broken_from_does_not_cascade_into_its_templates() {
     let found = problems(&one_route(
         "    from: 'a..{x}'\n    to: [{subject: 'b.{x}'}]\n",

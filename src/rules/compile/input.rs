@@ -40,6 +40,9 @@ pub struct TableSettings {
     pub dead_letter_prefix: String,
     pub queue_group: String,
     pub consumer: ConsumerDefaults,
+    /// `(stream, durable name)` of the configured durable consumers (`consumers:`): a
+    /// route may not take one over.
+    pub configured_durables: Vec<(String, String)>,
 }
 
 impl TableSettings {
@@ -49,6 +52,11 @@ impl TableSettings {
             dead_letter_prefix: config.router.dead_letter_prefix.clone(),
             queue_group: config.router.queue_group.clone(),
             consumer: config.router.consumer.clone(),
+            configured_durables: config
+                .durable_consumers()
+                .into_iter()
+                .map(|d| (d.stream, d.name))
+                .collect(),
         }
     }
 }

@@ -57,7 +57,20 @@ pub(super) fn compile(
             max_ack_pending,
             max_deliver,
         } => {
-            let durable_ok = check_durable(&durable, line, problems);
+            let mut durable_ok = check_durable(&durable, line, problems);
+            if settings
+                .configured_durables
+                .iter()
+                .any(|(s, d)| s == &stream && d == &durable)
+            {
+                problems.push(Problem::new(
+                    line,
+                    format!(
+                        "durable `{durable}` of stream `{stream}` is a configured consumer (consumers.{durable} in broker.yaml): a route needs a durable of its own"
+                    ),
+                ));
+                durable_ok = false;
+            }
             let stream_ok = check_stream(&stream, line, pattern, settings, problems);
             (durable_ok && stream_ok).then(|| RouteSource::JetStream {
                 stream,

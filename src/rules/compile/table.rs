@@ -9,7 +9,7 @@ use super::input::{SourceFile, TableSettings};
 use super::pipeline::Pipelines;
 use super::problem::{RuleProblem, TableError};
 use super::route;
-use crate::rules::route::CompiledRoute;
+use crate::rules::route::{CompiledRoute, RouteSource};
 use crate::rules::table::RouteTable;
 use crate::rules::yaml::{Node, NodeValue, Problem};
 
@@ -25,6 +25,8 @@ impl RouteTable {
         let mut routes: Vec<Arc<CompiledRoute>> = Vec::new();
         // route name -> `file:line` of its first definition
         let mut seen: HashMap<String, String> = HashMap::new();
+        // (stream, durable) of a JetStream source -> `file:line` of the route that took it
+        let mut durables: HashMap<(String, String), String> = HashMap::new();
         for file in route_files {
             let Some(root) = file.parse(&mut problems) else {
                 continue;
@@ -64,6 +66,26 @@ impl RouteTable {
                         .map(|p| RuleProblem::at(&file.name, context.clone(), p)),
                 );
                 if let Some(route) = route {
+                    if let RouteSource::JetStream {
+                        stream, durable, ..
+                    } = &route.source
+                    {
+                        let key = (stream.clone(), durable.clone());
+                        if let Some(first) = durables.get(&key) {
+                            problems.push(RuleProblem::at(
+                                &file.name,
+                                context.clone(),
+                                Problem::new(
+                                    item.line,
+                                    format!(
+                                        "durable `{durable}` of stream `{stream}` is already the source of the route at {first}: two routes on one durable would split its messages"
+                                    ),
+                                ),
+                            ));
+                        } else {
+                            durables.insert(key, origin.clone());
+                        }
+                    }
                     routes.push(Arc::new(route));
                 }
             }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::context::MessageContext;
 use super::expr::{Expression, Type};
+use super::lazy::JsonRoot;
 use super::path::CompiledPath;
 use super::template::CaptureScope;
 use super::value::as_number;
@@ -227,13 +228,13 @@ impl Condition {
     }
 
     /// True when the condition holds for this message.
-    pub fn eval(&self, ctx: &MessageContext<'_>, payload: &Value) -> bool {
+    pub fn eval<R: JsonRoot + ?Sized>(&self, ctx: &MessageContext<'_>, payload: &R) -> bool {
         match self {
             Condition::All(items) => items.iter().all(|c| c.eval(ctx, payload)),
             Condition::Any(items) => items.iter().any(|c| c.eval(ctx, payload)),
             Condition::Not(inner) => !inner.eval(ctx, payload),
             Condition::Path { path, op } => match op {
-                ValueOp::Exists(want) => path.first(payload).is_some() == *want,
+                ValueOp::Exists(want) => path.exists(payload) == *want,
                 ValueOp::Ne(expected) => {
                     let values = path.all(payload);
                     !values.is_empty() && values.iter().all(|v| !value_eq(v, expected))

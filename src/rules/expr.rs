@@ -37,6 +37,7 @@ use cel::{Env, Value as CelValue};
 use serde_json::Value;
 
 use super::context::MessageContext;
+use super::lazy::JsonRoot;
 use super::template::CaptureScope;
 
 /// Why an expression does not compile.
@@ -243,13 +244,21 @@ impl Expression {
     }
 
     /// Evaluates for one message, as JSON.
-    pub fn eval(&self, ctx: &MessageContext<'_>, payload: &Value) -> Result<Value, EvalError> {
+    pub fn eval<R: JsonRoot + ?Sized>(
+        &self,
+        ctx: &MessageContext<'_>,
+        payload: &R,
+    ) -> Result<Value, EvalError> {
         let result = self.run(ctx, payload)?;
         to_json(&result)
     }
 
     /// Evaluates a boolean expression (a condition).
-    pub fn eval_bool(&self, ctx: &MessageContext<'_>, payload: &Value) -> Result<bool, EvalError> {
+    pub fn eval_bool<R: JsonRoot + ?Sized>(
+        &self,
+        ctx: &MessageContext<'_>,
+        payload: &R,
+    ) -> Result<bool, EvalError> {
         match self.run(ctx, payload)? {
             CelValue::Bool(b) => Ok(b),
             other => Err(EvalError::Failed(format!(
@@ -259,7 +268,11 @@ impl Expression {
         }
     }
 
-    fn run(&self, ctx: &MessageContext<'_>, payload: &Value) -> Result<CelValue, EvalError> {
+    fn run<R: JsonRoot + ?Sized>(
+        &self,
+        ctx: &MessageContext<'_>,
+        payload: &R,
+    ) -> Result<CelValue, EvalError> {
         let mut values = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             values.push(prepare(slot, ctx, payload)?);
@@ -297,8 +310,12 @@ impl VariableResolver for Slots<'_> {
     }
 }
 
-fn lookup<'a>(payload: &'a Value, segs: &[Seg]) -> Option<&'a Value> {
-    let mut v = payload;
+/// A field chain: its first name is a top-level field (read without the whole payload).
+fn lookup<'a, R: JsonRoot + ?Sized>(payload: &'a R, segs: &[Seg]) -> Option<&'a Value> {
+    let (mut v, segs) = match segs.split_first() {
+        Some((Seg::Key(k), rest)) => (payload.field(k)?, rest),
+        _ => (payload.whole(), segs),
+    };
     for s in segs {
         v = match s {
             Seg::Key(k) => v.get(k.as_str())?,
@@ -308,10 +325,10 @@ fn lookup<'a>(payload: &'a Value, segs: &[Seg]) -> Option<&'a Value> {
     Some(v)
 }
 
-fn prepare<'a>(
+fn prepare<'a, R: JsonRoot + ?Sized>(
     slot: &Slot,
     ctx: &MessageContext<'a>,
-    payload: &'a Value,
+    payload: &'a R,
 ) -> Result<Prepared<'a>, EvalError> {
     let ty = slot.ty.unwrap_or(Type::Any);
     let missing = || EvalError::Missing {

@@ -34,6 +34,7 @@ pub(crate) mod condition;
 pub(crate) mod context;
 pub(crate) mod expr;
 pub(crate) mod headers;
+pub(crate) mod lazy;
 pub(crate) mod load;
 pub(crate) mod message;
 pub(crate) mod path;

@@ -11,6 +11,8 @@ use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
 use serde_json::Value;
 
+use super::lazy::JsonRoot;
+
 /// Why a JSONPath does not compile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -75,31 +77,52 @@ impl CompiledPath {
     }
 
     /// The first value the path selects.
-    pub fn first<'a>(&self, root: &'a Value) -> Option<&'a Value> {
+    pub fn first<'a, R: JsonRoot + ?Sized>(&self, root: &'a R) -> Option<&'a Value> {
         match &self.kind {
-            PathKind::Simple(steps) => lookup(root, steps),
-            PathKind::General(query) => js_path_process(query, root)
+            PathKind::Simple(steps) => lookup_root(root, steps),
+            PathKind::General(query) => js_path_process(query, root.whole())
                 .ok()
                 .and_then(|refs| refs.into_iter().next().map(|r| r.val())),
         }
     }
 
     /// Every value the path selects, in document order.
-    pub fn all<'a>(&self, root: &'a Value) -> Vec<&'a Value> {
+    pub fn all<'a, R: JsonRoot + ?Sized>(&self, root: &'a R) -> Vec<&'a Value> {
         match &self.kind {
-            PathKind::Simple(steps) => lookup(root, steps).into_iter().collect(),
-            PathKind::General(query) => js_path_process(query, root)
+            PathKind::Simple(steps) => lookup_root(root, steps).into_iter().collect(),
+            PathKind::General(query) => js_path_process(query, root.whole())
                 .map(|refs| refs.into_iter().map(|r| r.val()).collect())
                 .unwrap_or_default(),
         }
     }
 
     /// True when some selected value satisfies `test`; false when nothing is selected.
-    pub fn any(&self, root: &Value, test: impl FnMut(&Value) -> bool) -> bool {
+    pub fn any<R: JsonRoot + ?Sized>(&self, root: &R, test: impl FnMut(&Value) -> bool) -> bool {
         match &self.kind {
-            PathKind::Simple(steps) => lookup(root, steps).is_some_and(test),
+            PathKind::Simple(steps) => lookup_root(root, steps).is_some_and(test),
             PathKind::General(_) => self.all(root).into_iter().any(test),
         }
+    }
+
+    /// True when the path selects something; a one-name path (`$.price`) does not read
+    /// the value.
+    pub fn exists<R: JsonRoot + ?Sized>(&self, root: &R) -> bool {
+        match &self.kind {
+            PathKind::Simple(steps) => match steps.as_slice() {
+                [Step::Key(key)] => root.has_field(key),
+                _ => lookup_root(root, steps).is_some(),
+            },
+            PathKind::General(_) => self.first(root).is_some(),
+        }
+    }
+}
+
+/// A plain chain from the root: its first name is a top-level field (read without the
+/// whole payload), the rest is looked up in that field's value.
+fn lookup_root<'a, R: JsonRoot + ?Sized>(root: &'a R, steps: &[Step]) -> Option<&'a Value> {
+    match steps.split_first() {
+        Some((Step::Key(key), rest)) => lookup(root.field(key)?, rest),
+        _ => lookup(root.whole(), steps),
     }
 }
 

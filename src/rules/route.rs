@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::condition::Condition;
 use super::context::MessageContext;
 use super::headers::{header_value, HeaderError, Headers};
+use super::lazy::{JsonRoot, LazyObject};
 use super::message::{
     carried_headers, error_header, header_text, OutputMessage, HEADER_ERROR,
     HEADER_ORIGINAL_SUBJECT, HEADER_ROUTE,
@@ -362,6 +363,23 @@ impl CompiledRoute {
             headers,
             now_ms,
         };
+        if self.needs_json {
+            if let Some(object) = LazyObject::parse(payload) {
+                return self.run_lazy(&ctx, object, payload, state);
+            }
+        }
+        self.run_parsed(&ctx, payload, state)
+    }
+
+    /// [`CompiledRoute::run`] on the payload parsed whole into a `Value` (a payload that
+    /// is not an object, or one the lazy reader leaves to serde_json).
+    fn run_parsed(
+        &self,
+        ctx: &MessageContext<'_>,
+        payload: &Bytes,
+        state: Option<&mut RouteState>,
+    ) -> RouteOutcome {
+        let ctx = *ctx;
         let parsed = if self.needs_json {
             match serde_json::from_slice::<Value>(payload) {
                 Ok(v) => v,
@@ -377,12 +395,7 @@ impl CompiledRoute {
                 return RouteOutcome::Filtered;
             }
         }
-        let age_ms = self
-            .age_from
-            .as_ref()
-            .and_then(|p| p.first(&parsed))
-            .and_then(as_number)
-            .map(|ts| now_ms.saturating_sub(ts as i64));
+        let age_ms = self.age_ms(&ctx, &parsed);
         if self.pipeline.is_empty() {
             return match self.render_all(&ctx, &parsed, payload) {
                 Ok(messages) => RouteOutcome::Outputs { messages, age_ms },
@@ -392,38 +405,122 @@ impl CompiledRoute {
         // pass_through renders its outputs from the original payload: only such a route
         // keeps a copy of it while the steps change the parsed one
         let original = (self.on_error == OnError::PassThrough).then(|| parsed.clone());
-        let original = original.as_ref();
+        let state = count_input(state);
+        self.transform(&ctx, parsed, 0, payload, original.as_ref(), state, age_ms)
+    }
+
+    /// [`CompiledRoute::run`] on a payload read lazily: `when`, `age_from` and the first
+    /// steps that have a lazy form read and change only the fields they name; when every
+    /// step has one, the output is written from the object (untouched fields verbatim),
+    /// otherwise the rest of the pipeline runs on the object as a `Value`.
+    fn run_lazy(
+        &self,
+        ctx: &MessageContext<'_>,
+        mut object: LazyObject<'_>,
+        payload: &Bytes,
+        state: Option<&mut RouteState>,
+    ) -> RouteOutcome {
+        if let Some(when) = &self.when {
+            if !when.eval(ctx, &object) {
+                return RouteOutcome::Filtered;
+            }
+        }
+        let age_ms = self.age_ms(ctx, &object);
+        // what pass_through renders from on failure: the payload as it came
+        let original = || {
+            (self.on_error == OnError::PassThrough)
+                .then(|| serde_json::from_slice::<Value>(payload).ok())
+                .flatten()
+        };
+        if self.pipeline.is_empty() {
+            return match self.render_all(ctx, &object, payload) {
+                Ok(messages) => RouteOutcome::Outputs { messages, age_ms },
+                Err(e) => self.fail(e, ctx, original().as_ref(), payload),
+            };
+        }
+        let state = count_input(state);
+        if let Err(e) = self.pipeline.apply_lazy(&mut object, ctx) {
+            return self.transform_failed(e, ctx, original().as_ref(), payload);
+        }
+        if !self.pipeline.is_all_lazy() {
+            let first = self.pipeline.lazy_steps();
+            let value = object.into_value(payload);
+            let original = original();
+            return self.transform(ctx, value, first, payload, original.as_ref(), state, age_ms);
+        }
+        let mut buf = Vec::with_capacity(payload.len() + 64);
+        if let Err(e) = object.write_json(&mut buf) {
+            return self.fail(serialize_failed(&e), ctx, original().as_ref(), payload);
+        }
+        match self.render_all(ctx, &object, &Bytes::from(buf)) {
+            Ok(messages) => RouteOutcome::Outputs { messages, age_ms },
+            Err(e) => self.fail(e, ctx, original().as_ref(), payload),
+        }
+    }
+
+    /// Routing time minus `age_from`, when configured and present.
+    fn age_ms<R: JsonRoot + ?Sized>(&self, ctx: &MessageContext<'_>, payload: &R) -> Option<i64> {
+        self.age_from
+            .as_ref()
+            .and_then(|p| p.first(payload))
+            .and_then(as_number)
+            .map(|ts| ctx.now_ms.saturating_sub(ts as i64))
+    }
+
+    /// Runs the pipeline from step `first` on and renders what it gave.
+    #[allow(clippy::too_many_arguments)]
+    fn transform(
+        &self,
+        ctx: &MessageContext<'_>,
+        parsed: Value,
+        first: usize,
+        payload: &Bytes,
+        original: Option<&Value>,
+        state: Option<&mut RouteState>,
+        age_ms: Option<i64>,
+    ) -> RouteOutcome {
         let (transformed, alerts) = match state {
-            None => (self.pipeline.apply(parsed, &ctx), Vec::new()),
+            None => (self.pipeline.apply(first, parsed, ctx), Vec::new()),
             Some(state) => {
-                state.inputs += 1;
                 let RouteState {
-                    pipeline,
-                    events,
-                    inputs,
+                    pipeline, events, ..
                 } = state;
-                events.input = *inputs;
                 let before = events.alerts.len();
-                let applied = self.pipeline.apply_with(parsed, &ctx, pipeline, events);
+                let applied = self
+                    .pipeline
+                    .apply_with(first, parsed, ctx, pipeline, events);
                 (applied, events.alerts.drain(before..).collect())
             }
         };
         let transformed = match transformed {
             Ok(t) => t,
+            Err(e) => return self.transform_failed(e, ctx, original, payload),
+        };
+        match self.render_applied(ctx, &transformed, payload, alerts) {
+            Ok(messages) => RouteOutcome::Outputs { messages, age_ms },
+            Err(e) => self.fail(e, ctx, original, payload),
+        }
+    }
+
+    /// What a step's failure makes of the message.
+    fn transform_failed(
+        &self,
+        e: TransformError,
+        ctx: &MessageContext<'_>,
+        original: Option<&Value>,
+        payload: &Bytes,
+    ) -> RouteOutcome {
+        match e {
             // a message after its window closed is dead-lettered whatever `on_error` says
-            Err(e @ TransformError::Late { .. }) => {
+            e @ TransformError::Late { .. } => {
                 let error = RouteError::Transform(e);
                 let letter = self.dead_letter(ctx.subject, ctx.headers, payload, &error);
-                return RouteOutcome::Failed {
+                RouteOutcome::Failed {
                     error,
                     action: FailureAction::DeadLetter(letter),
-                };
+                }
             }
-            Err(e) => return self.fail(e.into(), &ctx, original, payload),
-        };
-        match self.render_applied(&ctx, &transformed, payload, alerts) {
-            Ok(messages) => RouteOutcome::Outputs { messages, age_ms },
-            Err(e) => self.fail(e, &ctx, original, payload),
+            e => self.fail(e.into(), ctx, original, payload),
         }
     }
 
@@ -443,13 +540,7 @@ impl CompiledRoute {
             Vec::with_capacity(transformed.len() * self.outputs.len() + alerts.len());
         for message in transformed {
             let mut buf = Vec::with_capacity(payload.len() + 64);
-            serde_json::to_writer(&mut buf, message).map_err(|e| {
-                RouteError::Transform(TransformError::Failed {
-                    kind: "serialize",
-                    field: String::new(),
-                    message: e.to_string(),
-                })
-            })?;
+            serde_json::to_writer(&mut buf, message).map_err(|e| serialize_failed(&e))?;
             messages.extend(self.render_all(ctx, message, &Bytes::from(buf))?);
         }
         for alert in alerts {
@@ -466,10 +557,10 @@ impl CompiledRoute {
     }
 
     /// One message per output for one (transformed) payload.
-    fn render_all(
+    fn render_all<R: JsonRoot + ?Sized>(
         &self,
         ctx: &MessageContext<'_>,
-        message: &Value,
+        message: &R,
         bytes: &Bytes,
     ) -> Result<Vec<OutputMessage>, RouteError> {
         self.outputs
@@ -529,12 +620,29 @@ impl CompiledRoute {
     }
 }
 
+/// The state's count of inputs, advanced for one more input about to run the pipeline.
+fn count_input(state: Option<&mut RouteState>) -> Option<&mut RouteState> {
+    let state = state?;
+    state.inputs += 1;
+    state.events.input = state.inputs;
+    Some(state)
+}
+
+/// A payload that serde_json could not write.
+fn serialize_failed(e: &serde_json::Error) -> RouteError {
+    RouteError::Transform(TransformError::Failed {
+        kind: "serialize",
+        field: String::new(),
+        message: e.to_string(),
+    })
+}
+
 impl CompiledOutput {
     /// This output's message for one (transformed) payload serialized as `bytes`.
-    fn render(
+    fn render<R: JsonRoot + ?Sized>(
         &self,
         ctx: &MessageContext<'_>,
-        message: &Value,
+        message: &R,
         bytes: &Bytes,
     ) -> Result<OutputMessage, RouteError> {
         let template_err = |field, t: &Template| {
@@ -587,3 +695,30 @@ impl CompiledOutput {
         })
     }
 }
+
+#[cfg(test)]
+impl CompiledRoute {
+    /// [`CompiledRoute::process`] without the lazy reader: what the route did before it,
+    /// for the tests that compare the two.
+    pub(crate) fn process_parsed(
+        &self,
+        subject: &str,
+        headers: &Headers,
+        payload: &Bytes,
+        now_ms: i64,
+    ) -> RouteOutcome {
+        let Some(captures) = self.pattern.matches(subject) else {
+            return RouteOutcome::NoMatch;
+        };
+        let ctx = MessageContext {
+            subject,
+            captures: &captures,
+            headers,
+            now_ms,
+        };
+        self.run_parsed(&ctx, payload, None)
+    }
+}
+
+#[cfg(test)]
+mod lazy_tests;

@@ -12,6 +12,7 @@ use chrono::{DateTime, SecondsFormat};
 use serde_json::Value;
 
 use super::context::MessageContext;
+use super::lazy::JsonRoot;
 use super::path::{CompiledPath, PathError};
 use super::pattern::is_capture_name;
 use crate::subject::validate_subject;
@@ -180,10 +181,10 @@ impl Template {
     }
 
     /// Renders to text (for `msg_id`, headers and string values).
-    pub fn render_string(
+    pub fn render_string<R: JsonRoot + ?Sized>(
         &self,
         ctx: &MessageContext<'_>,
-        payload: &Value,
+        payload: &R,
     ) -> Result<String, TemplateError> {
         let mut out = String::with_capacity(self.text.len() + 16);
         self.render_into(&mut out, ctx, payload, false)?;
@@ -192,10 +193,10 @@ impl Template {
 
     /// Renders an output subject: every placeholder must give one token (captures of
     /// `{name...}` and `{@subject}` may give several) and the result must be a valid subject.
-    pub fn render_subject(
+    pub fn render_subject<R: JsonRoot + ?Sized>(
         &self,
         ctx: &MessageContext<'_>,
-        payload: &Value,
+        payload: &R,
     ) -> Result<String, TemplateError> {
         let mut out = String::with_capacity(self.text.len() + 16);
         self.render_into(&mut out, ctx, payload, true)?;
@@ -210,10 +211,10 @@ impl Template {
 
     /// Renders a JSON value: a template that is exactly one placeholder keeps its type
     /// (`"{@now_ms}"` is a number, `"{$.bids}"` a list); anything else is a string.
-    pub fn render_value(
+    pub fn render_value<R: JsonRoot + ?Sized>(
         &self,
         ctx: &MessageContext<'_>,
-        payload: &Value,
+        payload: &R,
     ) -> Result<Value, TemplateError> {
         match self.parts.as_slice() {
             [Part::Path(path)] => {
@@ -228,11 +229,11 @@ impl Template {
         }
     }
 
-    fn render_into(
+    fn render_into<R: JsonRoot + ?Sized>(
         &self,
         out: &mut String,
         ctx: &MessageContext<'_>,
-        payload: &Value,
+        payload: &R,
         subject: bool,
     ) -> Result<(), TemplateError> {
         for part in &self.parts {

@@ -1,9 +1,15 @@
 //! Dotted field names used by transform configs (`price`, `meta.venue`): lookup, insert
 //! (creating intermediate objects), and removal on a JSON payload.
 //!
-//! Layer 2 (steps): shared by the kinds; imports nothing from the rule language.
+//! The same operations on a lazily read payload ([`LazyObject`]) take the first segment
+//! from its top level, so only that field is parsed, and a field moved as a whole is never
+//! parsed at all.
+//!
+//! Layer 2 (steps): shared by the kinds; imports only the `lazy` primitive.
 
 use serde_json::{Map, Value};
+
+use crate::rules::lazy::{JsonRoot, LazyObject, Slot};
 
 /// A field name split on dots; each segment is an object key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,10 +59,15 @@ impl FieldPath {
 
     /// Sets the field, creating intermediate objects; fails when a parent is not an object.
     pub fn set(&self, root: &mut Value, value: Value) -> Result<(), String> {
-        let Some((last, parents)) = self.segments.split_last() else {
+        self.set_below(root, &self.segments, value)
+    }
+
+    /// Sets the field at `segments` below `node`.
+    fn set_below(&self, node: &mut Value, segments: &[String], value: Value) -> Result<(), String> {
+        let Some((last, parents)) = segments.split_last() else {
             return Err("empty field name".into());
         };
-        let mut node = root;
+        let mut node = node;
         for key in parents {
             let map = node.as_object_mut().ok_or_else(|| {
                 format!("cannot set {:?}: {key:?} is inside a non-object", self.text)
@@ -74,6 +85,62 @@ impl FieldPath {
                 "cannot set {:?}: its parent is not an object",
                 self.text
             )),
+        }
+    }
+
+    /// [`FieldPath::get`] on a lazily read payload.
+    pub fn get_lazy<'a>(&self, root: &'a LazyObject<'_>) -> Option<&'a Value> {
+        let (first, rest) = self.segments.split_first()?;
+        rest.iter()
+            .try_fold(root.field(first)?, |node, key| node.as_object()?.get(key))
+    }
+
+    /// The top-level field's name when the path is just that.
+    pub fn top_level(&self) -> Option<&str> {
+        match self.segments.as_slice() {
+            [key] => Some(key),
+            _ => None,
+        }
+    }
+
+    /// [`FieldPath::get_mut`] on a lazily read payload (the top-level field it is in is
+    /// then written out by serde_json).
+    pub fn get_mut_lazy<'a>(&self, root: &'a mut LazyObject<'_>) -> Option<&'a mut Value> {
+        let (first, rest) = self.segments.split_first()?;
+        rest.iter().try_fold(root.field_mut(first)?, |node, key| {
+            node.as_object_mut()?.get_mut(key)
+        })
+    }
+
+    /// [`FieldPath::take`] on a lazily read payload: a top-level field comes out unparsed.
+    pub fn take_lazy<'a>(&self, root: &mut LazyObject<'a>) -> Option<Slot<'a>> {
+        match self.segments.as_slice() {
+            [key] => root.remove(key),
+            [first, parents @ .., last] => {
+                let parent = parents
+                    .iter()
+                    .try_fold(root.field_mut(first)?, |node, key| {
+                        node.as_object_mut()?.get_mut(key)
+                    })?;
+                parent.as_object_mut()?.remove(last).map(Slot::from_value)
+            }
+            [] => None,
+        }
+    }
+
+    /// [`FieldPath::set`] on a lazily read payload: a top-level field takes the slot as it
+    /// is (unparsed, when it was moved from another field).
+    pub fn set_lazy<'a>(&self, root: &mut LazyObject<'a>, slot: Slot<'a>) -> Result<(), String> {
+        match self.segments.split_first() {
+            Some((key, [])) => {
+                root.insert(key, slot);
+                Ok(())
+            }
+            Some((first, rest)) => {
+                let node = root.field_or_insert_with(first, || Value::Object(Map::new()));
+                self.set_below(node, rest, slot.into_value())
+            }
+            None => Err("empty field name".into()),
         }
     }
 }

@@ -10,6 +10,7 @@ use super::registry::{build_step, BuiltStep};
 use super::stateful::{Emitted, PipelineState, Stateful, StepEvents};
 use super::transform::{Applied, BuildContext, Transform, TransformError};
 use crate::rules::context::MessageContext;
+use crate::rules::lazy::LazyObject;
 use crate::rules::yaml::{Node, Problem};
 
 #[derive(Debug)]
@@ -24,6 +25,8 @@ enum Step {
 pub struct Pipeline {
     steps: Vec<Step>,
     stateful: usize,
+    /// How many steps from the first work on a lazily read object ([`Pipeline::apply_lazy`]).
+    lazy: usize,
 }
 
 impl Pipeline {
@@ -41,6 +44,9 @@ impl Pipeline {
     }
 
     fn push(&mut self, step: BuiltStep) {
+        if matches!(&step, BuiltStep::Plain(t) if t.is_lazy()) && self.lazy == self.steps.len() {
+            self.lazy += 1;
+        }
         match step {
             BuiltStep::Plain(t) => self.steps.push(Step::Plain(t)),
             BuiltStep::Stateful(t) => {
@@ -104,16 +110,42 @@ impl Pipeline {
         }
     }
 
-    /// Runs every step with no state kept between calls (a dry run: stateful steps start
-    /// empty each time).
+    /// How many steps from the first [`Pipeline::apply_lazy`] runs.
+    pub fn lazy_steps(&self) -> usize {
+        self.lazy
+    }
+
+    /// True when every step has a lazy form.
+    pub fn is_all_lazy(&self) -> bool {
+        self.lazy == self.steps.len()
+    }
+
+    /// Runs the first [`Pipeline::lazy_steps`] steps on a lazily read object; the caller
+    /// runs the rest, from that index, on the object as a `Value`.
+    pub fn apply_lazy(
+        &self,
+        object: &mut LazyObject<'_>,
+        ctx: &MessageContext<'_>,
+    ) -> Result<(), TransformError> {
+        for step in &self.steps[..self.lazy] {
+            if let Step::Plain(t) = step {
+                t.apply_lazy(object, ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the steps from `first` on with no state kept between calls (a dry run:
+    /// stateful steps start empty each time).
     pub fn apply(
         &self,
+        first: usize,
         payload: Value,
         ctx: &MessageContext<'_>,
     ) -> Result<Applied, TransformError> {
         if self.stateful == 0 {
             return self.run_from(
-                0,
+                first,
                 Applied::One(payload),
                 ctx,
                 None,
@@ -122,7 +154,7 @@ impl Pipeline {
         }
         let mut state = self.new_state();
         self.run_from(
-            0,
+            first,
             Applied::One(payload),
             ctx,
             Some(&mut state),
@@ -130,15 +162,17 @@ impl Pipeline {
         )
     }
 
-    /// Runs every step, stateful ones with `state`; what they did is added to `events`.
+    /// Runs the steps from `first` on, stateful ones with `state`; what they did is added
+    /// to `events`.
     pub fn apply_with(
         &self,
+        first: usize,
         payload: Value,
         ctx: &MessageContext<'_>,
         state: &mut PipelineState,
         events: &mut StepEvents,
     ) -> Result<Applied, TransformError> {
-        self.run_from(0, Applied::One(payload), ctx, Some(state), events)
+        self.run_from(first, Applied::One(payload), ctx, Some(state), events)
     }
 
     /// Runs the steps from `first` on (a message a stateful step let go of at a tick).
@@ -262,7 +296,7 @@ impl Pipeline {
         payload: Value,
         ctx: &MessageContext<'_>,
     ) -> Result<Vec<Value>, TransformError> {
-        Ok(match self.apply(payload, ctx)? {
+        Ok(match self.apply(0, payload, ctx)? {
             Applied::One(v) => vec![v],
             Applied::Many(vs) => vs,
         })

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use super::fields::FieldPath;
 use super::transform::{parse_fields, Applied, BuildContext, Transform, TransformError};
 use crate::rules::context::MessageContext;
+use crate::rules::lazy::LazyObject;
 
 const KIND: &str = "remove";
 
@@ -39,6 +40,21 @@ impl Transform for Remove {
             field.take(&mut payload);
         }
         Ok(Applied::One(payload))
+    }
+
+    fn is_lazy(&self) -> bool {
+        true
+    }
+
+    fn apply_lazy(
+        &self,
+        object: &mut LazyObject<'_>,
+        _ctx: &MessageContext<'_>,
+    ) -> Result<(), TransformError> {
+        for field in &self.fields {
+            field.take_lazy(object);
+        }
+        Ok(())
     }
 }
 

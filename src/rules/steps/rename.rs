@@ -9,9 +9,11 @@ use serde_json::{Map, Value};
 
 use super::fields::FieldPath;
 use super::transform::{
-    parse_field, parse_field_map, set_field, Applied, BuildContext, Transform, TransformError,
+    parse_field, parse_field_map, set_field, set_field_lazy, Applied, BuildContext, Transform,
+    TransformError,
 };
 use crate::rules::context::MessageContext;
+use crate::rules::lazy::LazyObject;
 
 const KIND: &str = "rename";
 
@@ -49,6 +51,23 @@ impl Transform for Rename {
             }
         }
         Ok(Applied::One(payload))
+    }
+
+    fn is_lazy(&self) -> bool {
+        true
+    }
+
+    fn apply_lazy(
+        &self,
+        object: &mut LazyObject<'_>,
+        _ctx: &MessageContext<'_>,
+    ) -> Result<(), TransformError> {
+        for (from, to) in &self.pairs {
+            if let Some(slot) = from.take_lazy(object) {
+                set_field_lazy(KIND, object, to, slot)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -23,10 +23,12 @@ use serde_json::{Map, Value};
 
 use super::fields::FieldPath;
 use super::transform::{
-    parse_field, parse_field_map, set_field, Applied, BuildContext, Transform, TransformError,
+    parse_field, parse_field_map, set_field, set_field_lazy, Applied, BuildContext, Transform,
+    TransformError,
 };
 use crate::rules::context::MessageContext;
 use crate::rules::expr::Expression;
+use crate::rules::lazy::{JsonRoot, LazyObject, Slot};
 use crate::rules::template::Template;
 
 const KIND: &str = "set";
@@ -85,28 +87,55 @@ impl Transform for Set {
         ctx: &MessageContext<'_>,
     ) -> Result<Applied, TransformError> {
         let mut payload = Value::Object(object);
+        let rendered = self.render(ctx, &payload)?;
+        for (field, v) in rendered {
+            set_field(KIND, &mut payload, field, v)?;
+        }
+        Ok(Applied::One(payload))
+    }
+
+    fn is_lazy(&self) -> bool {
+        true
+    }
+
+    fn apply_lazy(
+        &self,
+        object: &mut LazyObject<'_>,
+        ctx: &MessageContext<'_>,
+    ) -> Result<(), TransformError> {
+        let rendered = self.render(ctx, &*object)?;
+        for (field, v) in rendered {
+            set_field_lazy(KIND, object, field, Slot::from_value(v))?;
+        }
+        Ok(())
+    }
+}
+
+impl Set {
+    /// Every value, rendered from the payload as it is before any is set.
+    fn render<R: JsonRoot + ?Sized>(
+        &self,
+        ctx: &MessageContext<'_>,
+        payload: &R,
+    ) -> Result<Vec<(&FieldPath, Value)>, TransformError> {
         let mut rendered = Vec::with_capacity(self.fields.len());
         for (field, value) in &self.fields {
             let v = match value {
                 SetValue::Literal(v) => v.clone(),
                 SetValue::Template(t) => t
-                    .render_value(ctx, &payload)
+                    .render_value(ctx, payload)
                     .map_err(|source| TransformError::Template { kind: KIND, source })?,
                 SetValue::Expr(e) => {
-                    e.eval(ctx, &payload)
-                        .map_err(|err| TransformError::Failed {
-                            kind: KIND,
-                            field: field.as_str().into(),
-                            message: err.to_string(),
-                        })?
+                    e.eval(ctx, payload).map_err(|err| TransformError::Failed {
+                        kind: KIND,
+                        field: field.as_str().into(),
+                        message: err.to_string(),
+                    })?
                 }
             };
             rendered.push((field, v));
         }
-        for (field, v) in rendered {
-            set_field(KIND, &mut payload, field, v)?;
-        }
-        Ok(Applied::One(payload))
+        Ok(rendered)
     }
 }
 

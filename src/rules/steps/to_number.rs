@@ -10,6 +10,7 @@ use serde_json::{Map, Number, Value};
 use super::fields::FieldPath;
 use super::transform::{parse_fields, Applied, BuildContext, Transform, TransformError};
 use crate::rules::context::MessageContext;
+use crate::rules::lazy::{LazyObject, Slot};
 use crate::rules::value::parse_decimal;
 
 const KIND: &str = "to_number";
@@ -79,6 +80,47 @@ impl Transform for ToNumber {
             }
         }
         Ok(Applied::One(payload))
+    }
+
+    fn is_lazy(&self) -> bool {
+        true
+    }
+
+    fn apply_lazy(
+        &self,
+        object: &mut LazyObject<'_>,
+        _ctx: &MessageContext<'_>,
+    ) -> Result<(), TransformError> {
+        for field in &self.fields {
+            // a plain string converts without being parsed first
+            if let Some(key) = field.top_level() {
+                if let Some(n) = object.plain_str(key).and_then(number_from_text) {
+                    object.insert(key, Slot::from_value(Value::Number(n)));
+                    continue;
+                }
+            }
+            // read first: a field left as it is stays verbatim
+            let number = match field.get_lazy(object) {
+                None | Some(Value::Null | Value::Number(_)) => continue,
+                Some(Value::String(text)) => number_from_text(text),
+                Some(_) => None,
+            };
+            let Some(slot) = field.get_mut_lazy(object) else {
+                continue;
+            };
+            match number {
+                Some(n) => *slot = Value::Number(n),
+                None => {
+                    return Err(TransformError::wrong_type(
+                        KIND,
+                        field.as_str(),
+                        "a numeric string",
+                        slot,
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::fields::FieldPath;
 use crate::rules::context::MessageContext;
+use crate::rules::lazy::{LazyObject, Slot};
 use crate::rules::template::{CaptureScope, TemplateError};
 use crate::rules::value::describe;
 
@@ -97,6 +98,24 @@ pub trait Transform: Send + Sync + fmt::Debug {
             _ => Err(TransformError::NotObject { kind: self.kind() }),
         }
     }
+    /// True when the kind also works on a lazily read object ([`Transform::apply_lazy`]),
+    /// turning one message into one, with the same effect and errors as `apply_object`.
+    fn is_lazy(&self) -> bool {
+        false
+    }
+    /// Applies the step to a lazily read object, reading and changing only the fields it
+    /// names. Called only when [`Transform::is_lazy`] says so.
+    fn apply_lazy(
+        &self,
+        _object: &mut LazyObject<'_>,
+        _ctx: &MessageContext<'_>,
+    ) -> Result<(), TransformError> {
+        Err(TransformError::Failed {
+            kind: self.kind(),
+            field: String::new(),
+            message: "internal: the step has no lazy form".into(),
+        })
+    }
 }
 
 /// What builders may know: which capture names templates may use.
@@ -164,6 +183,22 @@ pub fn set_field(
 ) -> Result<(), TransformError> {
     field
         .set(payload, value)
+        .map_err(|message| TransformError::Failed {
+            kind,
+            field: field.as_str().into(),
+            message,
+        })
+}
+
+/// [`set_field`] on a lazily read payload.
+pub fn set_field_lazy<'a>(
+    kind: &'static str,
+    payload: &mut LazyObject<'a>,
+    field: &FieldPath,
+    slot: Slot<'a>,
+) -> Result<(), TransformError> {
+    field
+        .set_lazy(payload, slot)
         .map_err(|message| TransformError::Failed {
             kind,
             field: field.as_str().into(),

@@ -18,6 +18,7 @@
 //!
 //! Imports nothing from the rule language.
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::cmp::Ordering;
 use std::fmt;
@@ -106,20 +107,16 @@ struct Entry<'a> {
     /// The key's first 8 bytes, big-endian, zero-padded: ordered as the keys are, so most
     /// comparisons of a lookup are one integer comparison.
     prefix: u64,
-    key: &'a str,
-    /// A key added by a step (not in the payload).
-    owned_key: Option<String>,
+    /// Borrowed from the payload (no escapes), or added by a step.
+    key: Cow<'a, str>,
+    /// Removed by a step: left in place (nothing shifts), skipped by lookups and output.
+    removed: bool,
     slot: Slot<'a>,
 }
 
 impl Entry<'_> {
-    fn key(&self) -> &str {
-        self.owned_key.as_deref().unwrap_or(self.key)
-    }
-
-    /// Orders the entry against a key with prefix `prefix` (keys ordered as `str` is).
-    fn cmp_key(&self, prefix: u64, key: &str) -> Ordering {
-        cmp_keys(self.prefix, self.key(), prefix, key)
+    fn is(&self, prefix: u64, key: &str) -> bool {
+        self.prefix == prefix && self.key == key
     }
 }
 
@@ -144,8 +141,10 @@ fn key_prefix(key: &str) -> u64 {
 /// A JSON object payload whose fields are parsed when read; see the module docs.
 #[derive(Debug, Clone)]
 pub struct LazyObject<'a> {
-    /// Sorted by key, each key once (as `serde_json::Map` orders and de-duplicates).
+    /// The payload's fields sorted by key, each key once (as `serde_json::Map` orders and
+    /// de-duplicates them), then from `sorted` on the keys steps added, as added.
     entries: Vec<Entry<'a>>,
+    sorted: usize,
     /// The whole object, built when something asks for it; reset by every change.
     whole: OnceCell<Value>,
     /// True once a field was changed, added or removed.
@@ -194,20 +193,20 @@ impl<'a> LazyObject<'a> {
         fields.reverse();
         fields.sort_by(|a, b| cmp_keys(a.0, a.1, b.0, b.1));
         fields.dedup_by(|later, first| later.1 == first.1);
-        let entries = fields
-            .into_iter()
-            .map(|(prefix, key, raw)| Entry {
-                prefix,
-                key,
-                owned_key: None,
-                slot: Slot {
-                    raw: Some(raw),
-                    parsed: OnceCell::new(),
-                    owned: None,
-                },
-            })
-            .collect();
+        // room for the fields steps add, so adding one does not move the others
+        let mut entries = Vec::with_capacity(fields.len() + 8);
+        entries.extend(fields.into_iter().map(|(prefix, key, raw)| Entry {
+            prefix,
+            key: Cow::Borrowed(key),
+            removed: false,
+            slot: Slot {
+                raw: Some(raw),
+                parsed: OnceCell::new(),
+                owned: None,
+            },
+        }));
         Some(LazyObject {
+            sorted: entries.len(),
             entries,
             whole: OnceCell::new(),
             changed: false,
@@ -220,49 +219,69 @@ impl<'a> LazyObject<'a> {
         self.changed = true;
     }
 
-    /// Where `key` is (`Ok`) or would go (`Err`). A linear scan: with the few fields of a
+    /// The entry of `key`, a removed one included. A linear scan: with the few fields of a
     /// message its branches predict better than a binary search's, and nearly every step
     /// is one integer comparison.
-    fn position(&self, key: &str) -> Result<usize, usize> {
+    fn find(&self, key: &str) -> Option<usize> {
         let prefix = key_prefix(key);
-        for (i, e) in self.entries.iter().enumerate() {
+        let (sorted, added) = self.entries.split_at(self.sorted);
+        for (i, e) in sorted.iter().enumerate() {
             if e.prefix < prefix {
                 continue;
             }
-            return match e.cmp_key(prefix, key) {
-                Ordering::Less => continue,
-                Ordering::Equal => Ok(i),
-                Ordering::Greater => Err(i),
-            };
+            if e.prefix > prefix {
+                break;
+            }
+            if e.key == key {
+                return Some(i);
+            }
         }
-        Err(self.entries.len())
+        added
+            .iter()
+            .position(|e| e.is(prefix, key))
+            .map(|i| self.sorted + i)
+    }
+
+    /// The entry of `key`, when it holds a field.
+    fn live(&self, key: &str) -> Option<usize> {
+        self.find(key).filter(|&i| !self.entries[i].removed)
+    }
+
+    /// Sets `key` to `slot` in its entry, or in a new one.
+    fn put(&mut self, key: &str, slot: Slot<'a>) -> usize {
+        match self.find(key) {
+            Some(i) => {
+                let e = &mut self.entries[i];
+                e.removed = false;
+                e.slot = slot;
+                i
+            }
+            None => {
+                self.entries.push(Entry {
+                    prefix: key_prefix(key),
+                    key: Cow::Owned(key.to_string()),
+                    removed: false,
+                    slot,
+                });
+                self.entries.len() - 1
+            }
+        }
     }
 
     /// The field's value for changing it (parsed if it was not yet); it is then written out
     /// by serde_json.
     pub fn field_mut(&mut self, key: &str) -> Option<&mut Value> {
+        let i = self.live(key)?;
         self.touch();
-        let i = self.position(key).ok()?;
         Some(self.entries[i].slot.get_mut())
     }
 
     /// The field's value for changing it, inserting `make()` first when it is missing.
     pub fn field_or_insert_with(&mut self, key: &str, make: impl FnOnce() -> Value) -> &mut Value {
         self.touch();
-        let i = match self.position(key) {
-            Ok(i) => i,
-            Err(i) => {
-                self.entries.insert(
-                    i,
-                    Entry {
-                        prefix: key_prefix(key),
-                        key: "",
-                        owned_key: Some(key.to_string()),
-                        slot: Slot::from_value(make()),
-                    },
-                );
-                i
-            }
+        let i = match self.live(key) {
+            Some(i) => i,
+            None => self.put(key, Slot::from_value(make())),
         };
         self.entries[i].slot.get_mut()
     }
@@ -270,32 +289,26 @@ impl<'a> LazyObject<'a> {
     /// Removes the field; its slot keeps the original text, so moving it elsewhere
     /// ([`LazyObject::insert`]) never parses it.
     pub fn remove(&mut self, key: &str) -> Option<Slot<'a>> {
+        let i = self.live(key)?;
         self.touch();
-        let i = self.position(key).ok()?;
-        Some(self.entries.remove(i).slot)
+        let e = &mut self.entries[i];
+        e.removed = true;
+        Some(std::mem::replace(
+            &mut e.slot,
+            Slot::from_value(Value::Null),
+        ))
     }
 
     /// Sets the field (replacing any value it had).
     pub fn insert(&mut self, key: &str, slot: Slot<'a>) {
         self.touch();
-        match self.position(key) {
-            Ok(i) => self.entries[i].slot = slot,
-            Err(i) => self.entries.insert(
-                i,
-                Entry {
-                    prefix: key_prefix(key),
-                    key: "",
-                    owned_key: Some(key.to_string()),
-                    slot,
-                },
-            ),
-        }
+        self.put(key, slot);
     }
 
     /// The text of a field that is a string written without escapes and not changed, read
     /// without parsing it; `None` otherwise (read it with [`JsonRoot::field`] then).
     pub fn plain_str(&self, key: &str) -> Option<&'a str> {
-        let i = self.position(key).ok()?;
+        let i = self.live(key)?;
         let raw = self.entries[i].slot.raw?;
         let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
         (!inner.contains('\\')).then_some(inner)
@@ -303,30 +316,55 @@ impl<'a> LazyObject<'a> {
 
     /// The number of fields.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.iter().filter(|e| !e.removed).count()
     }
 
     /// True when the object has no fields.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+
+    /// The fields in key order: the payload's (already sorted) merged with those steps
+    /// added (sorted first, in place).
+    fn in_order(&mut self) -> impl Iterator<Item = &Entry<'a>> {
+        let (sorted, added) = self.entries.split_at_mut(self.sorted);
+        added.sort_by(|a, b| cmp_keys(a.prefix, &a.key, b.prefix, &b.key));
+        let mut sorted = sorted.iter().peekable();
+        let mut added = added.iter().peekable();
+        std::iter::from_fn(move || {
+            let take_sorted = match (sorted.peek(), added.peek()) {
+                (Some(a), Some(b)) => {
+                    cmp_keys(a.prefix, &a.key, b.prefix, &b.key) == Ordering::Less
+                }
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => return None,
+            };
+            if take_sorted {
+                sorted.next()
+            } else {
+                added.next()
+            }
+        })
+        .filter(|e| !e.removed)
     }
 
     /// The object as JSON: `{"key":value,...}` in key order, each unchanged value as it was
     /// written in the payload, each changed one serialized by serde_json.
-    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    pub fn write_json(&mut self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         out.push(b'{');
-        for (i, e) in self.entries.iter().enumerate() {
+        for (i, e) in self.in_order().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            match &e.owned_key {
+            match &e.key {
                 // a key from the payload has no escapes and no control characters
-                None => {
+                Cow::Borrowed(key) => {
                     out.push(b'"');
-                    out.extend_from_slice(e.key.as_bytes());
+                    out.extend_from_slice(key.as_bytes());
                     out.push(b'"');
                 }
-                Some(key) => serde_json::to_writer(&mut *out, key)?,
+                Cow::Owned(key) => serde_json::to_writer(&mut *out, key)?,
             }
             out.push(b':');
             match e.slot.raw {
@@ -354,7 +392,8 @@ impl<'a> LazyObject<'a> {
         let map: Map<String, Value> = self
             .entries
             .iter()
-            .map(|e| (e.key().to_string(), e.slot.get().clone()))
+            .filter(|e| !e.removed)
+            .map(|e| (e.key.to_string(), e.slot.get().clone()))
             .collect();
         Value::Object(map)
     }
@@ -362,12 +401,12 @@ impl<'a> LazyObject<'a> {
 
 impl JsonRoot for LazyObject<'_> {
     fn field(&self, key: &str) -> Option<&Value> {
-        let i = self.position(key).ok()?;
+        let i = self.live(key)?;
         Some(self.entries[i].slot.get())
     }
 
     fn has_field(&self, key: &str) -> bool {
-        self.position(key).is_ok()
+        self.live(key).is_some()
     }
 
     fn whole(&self) -> &Value {
@@ -407,14 +446,12 @@ impl<'a> Scanner<'a> {
     fn key(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.at;
-        loop {
-            match self.next()? {
-                b'"' => return self.text.get(start..self.at - 1),
-                b'\\' => return None,
-                b if b < 0x20 => return None,
-                _ => {}
-            }
+        let end = plain_string_end(self.bytes, start);
+        if self.bytes.get(end) != Some(&b'"') {
+            return None;
         }
+        self.at = end + 1;
+        self.text.get(start..end)
     }
 
     /// One value, checked as serde_json's parser checks it; its text.
@@ -444,15 +481,8 @@ impl<'a> Scanner<'a> {
         let bytes = self.bytes;
         match *bytes.get(start)? {
             b'"' => {
-                let mut i = start + 1;
-                loop {
-                    match *bytes.get(i)? {
-                        b'"' => return Some(i + 1),
-                        b'\\' => return None,
-                        b if b < 0x20 => return None,
-                        _ => i += 1,
-                    }
-                }
+                let i = plain_string_end(bytes, start + 1);
+                (bytes.get(i) == Some(&b'"')).then_some(i + 1)
             }
             b'-' | b'0'..=b'9' => {
                 let digits_at = start + usize::from(bytes[start] == b'-');
@@ -471,6 +501,37 @@ impl<'a> Scanner<'a> {
             _ => None,
         }
     }
+}
+
+/// The index of the first `"`, `\\` or control character at or after `from` (the
+/// length when there is none), eight bytes at a time.
+fn plain_string_end(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // a byte of `x ^ c` is zero where `x` holds `c`; `x - 0x20` borrows where a byte
+        // is below 0x20 (bytes of 0x80 and up, UTF-8, are masked out by `!x`)
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let found = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x);
+        if found & HIGHS != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    i
 }
 
 /// A JSON value checked the way `serde_json::Value` parses it (every string, number and
@@ -575,7 +636,7 @@ mod tests {
         let lazy = LazyObject::parse(text.as_bytes());
         let serde: Result<Value, _> = serde_json::from_str(text);
         match lazy {
-            Some(obj) => {
+            Some(mut obj) => {
                 let Ok(expected) = serde else {
                     panic!("lazy accepted what serde_json rejects: {text}");
                 };
@@ -613,7 +674,7 @@ mod tests {
         let text = r#"{"b":1,"a":2,"b":3,"a":4,"c":5}"#;
         let v = same_as_serde(text).unwrap();
         assert_eq!(v, json!({"a": 4, "b": 3, "c": 5}));
-        let obj = LazyObject::parse(text.as_bytes()).unwrap();
+        let mut obj = LazyObject::parse(text.as_bytes()).unwrap();
         let mut out = Vec::new();
         obj.write_json(&mut out).unwrap();
         assert_eq!(out, br#"{"a":4,"b":3,"c":5}"#);
@@ -704,5 +765,58 @@ mod tests {
             &json!({"keep": [1, 2.5, "é"], "new": {"k": true}, "p": 1.5, "z\"q": {"x": 1}})
         );
         assert!(obj.has_field("keep") && !obj.has_field("gone"));
+    }
+
+    #[test]
+    fn removed_fields_come_back_and_added_ones_merge_in_key_order() {
+        let text = r#"{"b":1,"d":2,"f":3}"#;
+        let mut obj = LazyObject::parse(text.as_bytes()).unwrap();
+        let d = obj.remove("d").unwrap();
+        assert_eq!(obj.field("d"), None);
+        assert!(obj.field_mut("d").is_none());
+        obj.insert("a", Slot::from_value(json!(0)));
+        obj.insert("zz", Slot::from_value(json!(9)));
+        obj.insert("e", d);
+        obj.insert("c", Slot::from_value(json!("x")));
+        obj.insert("c", Slot::from_value(json!("y")));
+        obj.insert("d", Slot::from_value(json!([])));
+        assert_eq!(obj.remove("f").map(Slot::into_value), Some(json!(3)));
+        *obj.field_or_insert_with("f", || json!(7)) = json!(8);
+        let mut out = Vec::new();
+        obj.write_json(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":0,"b":1,"c":"y","d":[],"e":2,"f":8,"zz":9}"#
+        );
+        assert_eq!(obj.len(), 7);
+        assert_eq!(
+            obj.into_value(text.as_bytes()),
+            json!({"a": 0, "b": 1, "c": "y", "d": [], "e": 2, "f": 8, "zz": 9})
+        );
+    }
+
+    #[test]
+    fn string_scan_stops_at_the_first_quote_backslash_or_control_character() {
+        for len in 0..24 {
+            for stop in [b'"', b'\\', b'\n', 0x00, 0x1f] {
+                for at in 0..len {
+                    let mut bytes: Vec<u8> = "é".repeat(len).into_bytes();
+                    bytes.truncate(len);
+                    bytes
+                        .iter_mut()
+                        .for_each(|b| *b = if *b < 0x20 { b'a' } else { *b });
+                    bytes[at] = stop;
+                    assert_eq!(
+                        plain_string_end(&bytes, 0),
+                        at,
+                        "len {len} stop {stop} at {at}"
+                    );
+                }
+                let plain = vec![b'x'; len];
+                assert_eq!(plain_string_end(&plain, 0), len);
+                let high = vec![0xe9u8; len];
+                assert_eq!(plain_string_end(&high, 0), len);
+            }
+        }
     }
 }

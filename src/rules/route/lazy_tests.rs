@@ -251,13 +251,13 @@ proptest! {
     }
 
     #[test]
-    fn other_payloads_take_the_parsed_path_alike(text in prop_oneof![
-        value_text(),
-        prop::collection::vec(any::<u8>(), 0..40).prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
-        object_text().prop_map(|t| format!("{t} x")),
-        object_text().prop_map(|t| t[..t.len() / 2].to_string()),
+    fn other_payloads_take_the_parsed_path_alike(bytes in prop_oneof![
+        value_text().prop_map(String::into_bytes),
+        prop::collection::vec(any::<u8>(), 0..40),
+        object_text().prop_map(|t| format!("{t} x").into_bytes()),
+        object_text().prop_map(|t| t.as_bytes()[..t.len() / 2].to_vec()),
     ]) {
-        check(SUBJECTS, text.as_bytes(), false);
+        check(SUBJECTS, &bytes, false);
     }
 }
 

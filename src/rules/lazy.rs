@@ -37,6 +37,11 @@ pub trait JsonRoot {
     }
     /// The whole payload as one value (built on first use for a lazy payload).
     fn whole(&self) -> &Value;
+    /// The text of a top-level string field when it can be read without parsing (a lazy
+    /// payload's string written without escapes); `None` says read [`JsonRoot::field`].
+    fn plain_text(&self, _key: &str) -> Option<&str> {
+        None
+    }
 }
 
 impl JsonRoot for Value {
@@ -132,10 +137,14 @@ fn cmp_keys(prefix_a: u64, a: &str, prefix_b: u64, b: &str) -> Ordering {
 
 /// [`Entry::prefix`] of a key.
 fn key_prefix(key: &str) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = key.len().min(8);
-    bytes[..n].copy_from_slice(&key.as_bytes()[..n]);
-    u64::from_be_bytes(bytes)
+    let bytes = key.as_bytes();
+    if let Some(head) = bytes.first_chunk::<8>() {
+        return u64::from_be_bytes(*head);
+    }
+    bytes
+        .iter()
+        .enumerate()
+        .fold(0, |x, (i, &b)| x | u64::from(b) << (56 - 8 * i))
 }
 
 /// A JSON object payload whose fields are parsed when read; see the module docs.
@@ -411,6 +420,10 @@ impl JsonRoot for LazyObject<'_> {
 
     fn whole(&self) -> &Value {
         self.whole.get_or_init(|| self.build_map())
+    }
+
+    fn plain_text(&self, key: &str) -> Option<&str> {
+        self.plain_str(key)
     }
 }
 
@@ -818,5 +831,30 @@ mod tests {
                 assert_eq!(plain_string_end(&high, 0), len);
             }
         }
+    }
+
+    #[test]
+    fn key_prefixes_order_as_keys_do() {
+        let keys = [
+            "",
+            "a",
+            "a\u{0}",
+            "ab",
+            "abcdefgh",
+            "abcdefgha",
+            "abcdefgi",
+            "b",
+            "é",
+        ];
+        for a in keys {
+            for b in keys {
+                assert_eq!(
+                    cmp_keys(key_prefix(a), a, key_prefix(b), b),
+                    a.cmp(b),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
+        assert_eq!(key_prefix("ab"), 0x6162_0000_0000_0000);
     }
 }

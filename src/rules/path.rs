@@ -71,6 +71,17 @@ impl CompiledPath {
         &self.text
     }
 
+    /// The field name when the path is one top-level name (`$.price`).
+    pub fn top_level_key(&self) -> Option<&str> {
+        match &self.kind {
+            PathKind::Simple(steps) => match steps.as_slice() {
+                [Step::Key(key)] => Some(key),
+                _ => None,
+            },
+            PathKind::General(_) => None,
+        }
+    }
+
     /// True when the path selects at most one value (no wildcard, slice, filter, descent).
     pub fn is_singular(&self) -> bool {
         matches!(self.kind, PathKind::Simple(_))

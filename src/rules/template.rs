@@ -254,25 +254,36 @@ impl Template {
                 Part::Subject => out.push_str(ctx.subject),
                 Part::Path(path) => {
                     let placeholder = || format!("{{{}}}", path.as_str());
-                    let value = path.first(payload).ok_or_else(|| TemplateError::Missing {
-                        placeholder: placeholder(),
-                    })?;
                     let start = out.len();
+                    // a top-level string read straight from the payload's text
+                    let plain = path.top_level_key().and_then(|k| payload.plain_text(k));
+                    let value = match plain {
+                        Some(text) => {
+                            out.push_str(text);
+                            None
+                        }
+                        None => {
+                            Some(path.first(payload).ok_or_else(|| TemplateError::Missing {
+                                placeholder: placeholder(),
+                            })?)
+                        }
+                    };
                     match value {
-                        Value::String(s) => out.push_str(s),
-                        Value::Number(n) => {
+                        None => {}
+                        Some(Value::String(s)) => out.push_str(s),
+                        Some(Value::Number(n)) => {
                             let _ = write!(out, "{n}");
                         }
-                        Value::Bool(b) => {
+                        Some(Value::Bool(b)) => {
                             let _ = write!(out, "{b}");
                         }
-                        Value::Null => {
+                        Some(Value::Null) => {
                             return Err(TemplateError::NotText {
                                 placeholder: placeholder(),
                                 kind: "null",
                             })
                         }
-                        Value::Array(_) | Value::Object(_) if subject => {
+                        Some(value @ (Value::Array(_) | Value::Object(_))) if subject => {
                             return Err(TemplateError::NotText {
                                 placeholder: placeholder(),
                                 kind: if value.is_array() {
@@ -282,7 +293,7 @@ impl Template {
                                 },
                             })
                         }
-                        other => {
+                        Some(other) => {
                             let _ = write!(out, "{other}");
                         }
                     }

@@ -258,6 +258,9 @@ pub fn build(config: &Value, ctx: &BuildContext<'_>) -> Result<Box<dyn Stateful>
     }))
 }
 
+/// The largest event time a window takes, in epoch milliseconds either side of 1970.
+const MAX_EVENT_MS: f64 = 9_007_199_254_740_992.0;
+
 impl Window {
     fn event_ms(&self, payload: &Value) -> Result<i64, TransformError> {
         let raw = self
@@ -270,12 +273,22 @@ impl Window {
         let n = as_number(raw).ok_or_else(|| {
             TransformError::wrong_type(KIND, self.time_from.as_str(), "an epoch number", raw)
         })?;
-        Ok(match self.unit {
-            Unit::EpochS => (n * 1_000.0).floor() as i64,
-            Unit::EpochMs => n.floor() as i64,
-            Unit::EpochUs => (n / 1_000.0).floor() as i64,
-            Unit::EpochNs => (n / 1_000_000.0).floor() as i64,
-        })
+        let ms = match self.unit {
+            Unit::EpochS => (n * 1_000.0).floor(),
+            Unit::EpochMs => n.floor(),
+            Unit::EpochUs => (n / 1_000.0).floor(),
+            Unit::EpochNs => (n / 1_000_000.0).floor(),
+        };
+        // beyond ±2^53 ms (285,000 years) the window arithmetic could overflow
+        if ms.abs() > MAX_EVENT_MS {
+            return Err(TransformError::wrong_type(
+                KIND,
+                self.time_from.as_str(),
+                "an epoch time within 285,000 years of 1970",
+                raw,
+            ));
+        }
+        Ok(ms as i64)
     }
 
     /// When a window starting at `start` closes by the routing clock.
@@ -571,6 +584,18 @@ mod tests {
             .try_feed(0, json!({"s": "a", "t": 1, "p": "x", "q": 1}))
             .is_err());
         assert!(h.try_feed(0, json!({"s": "a", "p": "1", "q": 1})).is_err());
+        // event times the window arithmetic cannot hold are errors, not overflows
+        for t in [
+            json!(3.8e99),
+            json!(-3.8e99),
+            json!(i64::MAX),
+            json!(i64::MIN),
+        ] {
+            let err = h
+                .try_feed(0, json!({"s": "a", "t": t, "p": "1", "q": 1}))
+                .unwrap_err();
+            assert!(err.to_string().contains("285,000 years"), "{err}");
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! 1. **Primitives** — no rule-language imports beyond this layer:
 //!    `headers` (the header multimap), `context` (what a message shows templates,
-//!    conditions and steps), `value` (numbers as exchanges write them), `path`
+//!    conditions and steps), `value` (numbers as exchanges write them), `lazy` (a JSON
+//!    object payload read field by field, and the `JsonRoot` the others read), `path`
 //!    (JSONPath), `pattern` (subject patterns with captures), `template` (`{capture}`,
 //!    `{$.path}`, `{@now_ms}`), `yaml` (YAML nodes that know their line).
 //! 2. **What runs on a message** — `condition` (`when:`) and `steps` (the `Transform`

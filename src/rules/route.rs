@@ -363,7 +363,9 @@ impl CompiledRoute {
             headers,
             now_ms,
         };
-        if self.needs_json {
+        // a pipeline whose first step needs the whole `Value` would parse the payload
+        // twice: such a route parses it once, the old way
+        if self.needs_json && (self.pipeline.is_empty() || self.pipeline.lazy_steps() > 0) {
             if let Some(object) = LazyObject::parse(payload) {
                 return self.run_lazy(&ctx, object, payload, state);
             }

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::stateful::{
-    check_max_keys, downcast, millis, Emitted, Stateful, StepEvents, DEFAULT_MAX_KEYS,
+    check_max_keys, downcast, keyed, millis, Emitted, Stateful, StepEvents, DEFAULT_MAX_KEYS,
 };
 use super::transform::{parse_config, Applied, BuildContext, TransformError};
 use crate::config::Span;
@@ -136,11 +136,7 @@ impl Stateful for Dedupe {
         events: &mut StepEvents,
     ) -> Result<Applied, TransformError> {
         let seen = downcast::<Seen>(KIND, state)?;
-        let payload = Value::Object(object);
-        let key = self
-            .key
-            .render_string(ctx, &payload)
-            .map_err(|source| TransformError::Template { kind: KIND, source })?;
+        let (payload, key) = keyed(KIND, &self.key, object, ctx)?;
         let now = ctx.now_ms;
         // forget what left the window (oldest first)
         while seen

@@ -29,7 +29,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::stateful::{
-    check_max_keys, downcast, Alert, Emitted, KeyedState, Stateful, StepEvents, DEFAULT_MAX_KEYS,
+    check_max_keys, downcast, keyed, Alert, Emitted, KeyedState, Stateful, StepEvents,
+    DEFAULT_MAX_KEYS,
 };
 use super::transform::{parse_config, Applied, BuildContext, TransformError};
 use crate::rules::context::MessageContext;
@@ -137,11 +138,7 @@ impl Stateful for SequenceCheck {
         events: &mut StepEvents,
     ) -> Result<Applied, TransformError> {
         let keys = downcast::<Keys>(KIND, state)?;
-        let payload = Value::Object(object);
-        let key = self
-            .key
-            .render_string(ctx, &payload)
-            .map_err(|source| TransformError::Template { kind: KIND, source })?;
+        let (payload, key) = keyed(KIND, &self.key, object, ctx)?;
         let seq = integer(&self.sequence, &payload)?;
         let previous = self
             .previous

@@ -329,6 +329,20 @@ pub fn downcast<'a, T: 'static>(
         })
 }
 
+/// The payload of a stateful step's message and its state key rendered from it.
+pub fn keyed(
+    kind: &'static str,
+    key: &crate::rules::template::Template,
+    object: Map<String, Value>,
+    ctx: &MessageContext<'_>,
+) -> Result<(Value, String), TransformError> {
+    let payload = Value::Object(object);
+    let key = key
+        .render_string(ctx, &payload)
+        .map_err(|source| TransformError::Template { kind, source })?;
+    Ok((payload, key))
+}
+
 /// Parses a `max_keys` value: at least 1, at most [`MAX_KEYS_LIMIT`].
 pub fn check_max_keys(kind: &'static str, max_keys: usize) -> Result<usize, TransformError> {
     if max_keys == 0 || max_keys > MAX_KEYS_LIMIT {

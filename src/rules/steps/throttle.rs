@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::stateful::{
-    check_max_keys, downcast, millis, Emitted, KeyedState, Since, Stateful, StepEvents,
+    check_max_keys, downcast, keyed, millis, Emitted, KeyedState, Since, Stateful, StepEvents,
     DEFAULT_MAX_KEYS,
 };
 use super::transform::{parse_config, Applied, BuildContext, TransformError};
@@ -117,11 +117,7 @@ impl Stateful for Throttle {
         events: &mut StepEvents,
     ) -> Result<Applied, TransformError> {
         let Keys { keys, since } = downcast::<Keys>(KIND, state)?;
-        let payload = Value::Object(object);
-        let key = self
-            .key
-            .render_string(ctx, &payload)
-            .map_err(|source| TransformError::Template { kind: KIND, source })?;
+        let (payload, key) = keyed(KIND, &self.key, object, ctx)?;
         let now = ctx.now_ms;
         let until = now + self.interval_ms;
         match keys.get_mut(&key) {

@@ -46,7 +46,7 @@ use serde_json::{Map, Value};
 
 use super::fields::FieldPath;
 use super::stateful::{
-    check_max_keys, downcast, millis, Emitted, KeyedState, Since, Stateful, StepEvents,
+    check_max_keys, downcast, keyed, millis, Emitted, KeyedState, Since, Stateful, StepEvents,
     DEFAULT_MAX_KEYS,
 };
 use super::transform::{parse_config, parse_field, Applied, BuildContext, TransformError};
@@ -371,11 +371,7 @@ impl Stateful for Window {
         events: &mut StepEvents,
     ) -> Result<Applied, TransformError> {
         let Keys { keys, since } = downcast::<Keys>(KIND, state)?;
-        let payload = Value::Object(object);
-        let key = self
-            .key
-            .render_string(ctx, &payload)
-            .map_err(|source| TransformError::Template { kind: KIND, source })?;
+        let (payload, key) = keyed(KIND, &self.key, object, ctx)?;
         let ts = self.event_ms(&payload)?;
         let start = ts.div_euclid(self.size_ms) * self.size_ms;
         // read every aggregated value before touching the state: a bad message changes nothing

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::stateful::{
-    check_max_keys, downcast, keyed, millis, Emitted, Stateful, StepEvents, DEFAULT_MAX_KEYS,
+    check_max_keys, downcast, keyed, millis, Stateful, StepEvents, DEFAULT_MAX_KEYS,
 };
 use super::transform::{parse_config, Applied, BuildContext, TransformError};
 use crate::config::Span;
@@ -164,14 +164,6 @@ impl Stateful for Dedupe {
         seen.at.insert(hash, now);
         seen.order.push_back((hash, now));
         Ok(Applied::One(payload))
-    }
-
-    fn tick(&self, _now_ms: i64, _state: &mut dyn Any, _events: &mut StepEvents) -> Vec<Emitted> {
-        Vec::new()
-    }
-
-    fn next_due(&self, _state: &dyn Any) -> Option<i64> {
-        None
     }
 
     fn keys(&self, state: &dyn Any) -> usize {

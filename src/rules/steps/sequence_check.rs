@@ -29,8 +29,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::stateful::{
-    check_max_keys, downcast, keyed, Alert, Emitted, KeyedState, Stateful, StepEvents,
-    DEFAULT_MAX_KEYS,
+    check_max_keys, downcast, keyed, Alert, KeyedState, Stateful, StepEvents, DEFAULT_MAX_KEYS,
 };
 use super::transform::{parse_config, Applied, BuildContext, TransformError};
 use crate::rules::context::MessageContext;
@@ -182,14 +181,6 @@ impl Stateful for SequenceCheck {
             });
         }
         Ok(Applied::One(payload))
-    }
-
-    fn tick(&self, _now_ms: i64, _state: &mut dyn Any, _events: &mut StepEvents) -> Vec<Emitted> {
-        Vec::new()
-    }
-
-    fn next_due(&self, _state: &dyn Any) -> Option<i64> {
-        None
     }
 
     fn keys(&self, state: &dyn Any) -> usize {

@@ -100,10 +100,15 @@ pub trait Stateful: Send + Sync + fmt::Debug {
         state: &mut dyn Any,
         events: &mut StepEvents,
     ) -> Result<Applied, TransformError>;
-    /// Lets go of what is due at `now_ms`, in due order.
-    fn tick(&self, now_ms: i64, state: &mut dyn Any, events: &mut StepEvents) -> Vec<Emitted>;
+    /// Lets go of what is due at `now_ms`, in due order. A step that never holds anything
+    /// for later (dedupe, sequence_check) has nothing to let go of.
+    fn tick(&self, _now_ms: i64, _state: &mut dyn Any, _events: &mut StepEvents) -> Vec<Emitted> {
+        Vec::new()
+    }
     /// When [`Stateful::tick`] next has something to do, if ever.
-    fn next_due(&self, state: &dyn Any) -> Option<i64>;
+    fn next_due(&self, _state: &dyn Any) -> Option<i64> {
+        None
+    }
     /// Keys held.
     fn keys(&self, state: &dyn Any) -> usize;
     /// True when the step can hold an input's effect past the input (a window, a

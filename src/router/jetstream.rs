@@ -271,6 +271,20 @@ pub(super) async fn finish(
     (seq, done)
 }
 
+/// Takes in one finished message of the window: what it handled, the held inputs it let
+/// go of (acked, or naked when its outputs did not go out), and the input it parked.
+async fn settle(done: Finished, position: &mut Position, held: &mut Held, route: &str) {
+    for seq in done.handled {
+        position.handled(seq);
+    }
+    for seq in held::let_go(done.release, done.published, route).await {
+        position.handled(seq);
+    }
+    if let Some(parked) = done.park {
+        held.park(parked);
+    }
+}
+
 /// Consumes until `stop` flips (Ok) or the consumer fails (Err, retried by the caller).
 async fn consume(
     processor: &mut Processor,
@@ -311,19 +325,10 @@ async fn consume(
             biased;
             _ = stop.changed() => break Ok(()),
             Some(done) = window.next(), if !window.is_empty() => {
-                let done: Finished = done;
-                for seq in done.handled {
-                    position.handled(seq);
-                }
                 // every earlier future is done too (the window yields in order): what this
                 // one released is reflected in confirmed outputs
                 let name = processor.route.name.clone();
-                for seq in held::let_go(done.release, done.published, &name).await {
-                    position.handled(seq);
-                }
-                if let Some(parked) = done.park {
-                    held.park(parked);
-                }
+                settle(done, position, &mut held, &name).await;
                 if window.is_empty() {
                     // nothing in flight: every output so far is confirmed
                     let free = held.releasable(processor.holding_since());
@@ -420,16 +425,7 @@ async fn consume(
         }
     };
     while let Some(done) = window.next().await {
-        for seq in done.handled {
-            position.handled(seq);
-        }
-        let name = processor.route.name.clone();
-        for seq in held::let_go(done.release, done.published, &name).await {
-            position.handled(seq);
-        }
-        if let Some(parked) = done.park {
-            held.park(parked);
-        }
+        settle(done, position, &mut held, &processor.route.name).await;
     }
     // The state goes with the task: what it held is offered again, and stays outstanding
     // in the position, so the next consumer rebuilds it.

@@ -219,38 +219,20 @@ fn stateful_steps(c: &mut Criterion) {
     let shipped = shipped();
     let shipped_candles = shipped.route("trade-candles-1m").cloned();
     let shipped_trades = shipped.route("trades-canonical").cloned();
-    for (name, route) in [
-        ("state/shipped-trade-candles-1m", shipped_candles),
-        ("state/shipped-trades-canonical", shipped_trades),
-    ] {
-        let Some(route) = route else {
-            std::process::exit(1);
-        };
-        let mut state = route.new_state();
-        let mut i = 0u64;
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let (subject, payload) = nth_trade(&open, i);
-                i += 1;
-                let now = 1_795_290_120_100_i64 + i as i64 * 10;
-                route.process_with(
-                    black_box(&subject),
-                    &headers,
-                    black_box(&payload),
-                    now,
-                    &mut state,
-                )
-            })
-        });
-    }
-    for (name, table) in [
+    let tables = [
         ("state/window-update", &window),
         ("state/baseline-filtered-after-parse", &filtered),
         ("state/dedupe-update", &dedupe),
         ("state/sequence-check-update", &sequence),
         ("state/baseline-literal-set", &literal),
-    ] {
-        let Some(route) = table.routes().first().cloned() else {
+    ]
+    .map(|(name, table)| (name, table.routes().first().cloned()));
+    let shipped = [
+        ("state/shipped-trade-candles-1m", shipped_candles),
+        ("state/shipped-trades-canonical", shipped_trades),
+    ];
+    for (name, route) in shipped.into_iter().chain(tables) {
+        let Some(route) = route else {
             std::process::exit(1);
         };
         let mut state = route.new_state();

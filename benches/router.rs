@@ -11,7 +11,9 @@
 //! `trade.>`, and a like stream for the forwarder's inputs). In each setup:
 //! 1. throughput with zero loss: a publisher keeps at most `WINDOW` messages in flight
 //!    (published minus received downstream), so nothing overflows and every input must
-//!    come out; the rate is outputs per second;
+//!    come out; the rate is outputs per second. With a full window the publisher waits for
+//!    the sink's progress signal rather than spinning on the cores it measures. The CPU each
+//!    process spent per output message (from `/proc`) is printed for both sides;
 //! 2. end-to-end latency (publish → output received) at a fixed offered rate.
 //!
 //! In both phases the forwarder and the route alternate in `ROUNDS` windows, so both see
@@ -40,7 +42,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{self, consumer::pull};
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use common::{env_or, listing_only, percentile_ms, shipped_rules, start_service, Service, TRADE};
+use common::{
+    children, cpu_ticks, env_or, listing_only, own_thread, percentile_ms, shipped_rules,
+    start_service, Service, TRADE,
+};
 use futures::StreamExt;
 use prism_broker::config::MARKET_DATA_SUBJECTS;
 use serde_json::{json, Value};
@@ -99,72 +104,75 @@ fn stamped(open: &str, sent_ns: u64) -> Bytes {
 /// The hand-written forwarder: what the trade route does, written directly against
 /// async-nats and serde_json on one thread with its own connection.
 fn spawn_forwarder(url: String, input: &'static str) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let client = async_nats::ConnectOptions::new()
-                .subscription_capacity(256 * 1024)
-                .connect(&url)
-                .await
+    let thread = std::thread::Builder::new().name("forwarder".into());
+    thread
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
                 .unwrap();
-            let mut sub = client.subscribe(input).await.unwrap();
-            while let Some(msg) = sub.next().await {
-                // raw.trade.{exchange}.{market_type}.{symbol}
-                let tokens: Vec<&str> = msg.subject.split('.').collect();
-                let (exchange, market_type, symbol) = (tokens[2], tokens[3], tokens[4]);
-                let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&msg.payload)
-                else {
-                    continue;
-                };
-                let side_ok = matches!(
-                    obj.get("side").and_then(Value::as_str),
-                    Some("buy" | "sell")
-                );
-                if !(obj.contains_key("price") && obj.contains_key("quantity") && side_ok) {
-                    continue;
-                }
-                if let Some(ts) = obj.remove("trade_ts_ms") {
-                    obj.insert("event_ts_ms".into(), ts);
-                }
-                for field in ["price", "quantity"] {
-                    let number = obj
-                        .get(field)
+            runtime.block_on(async move {
+                let client = async_nats::ConnectOptions::new()
+                    .subscription_capacity(256 * 1024)
+                    .connect(&url)
+                    .await
+                    .unwrap();
+                let mut sub = client.subscribe(input).await.unwrap();
+                while let Some(msg) = sub.next().await {
+                    // raw.trade.{exchange}.{market_type}.{symbol}
+                    let tokens: Vec<&str> = msg.subject.split('.').collect();
+                    let (exchange, market_type, symbol) = (tokens[2], tokens[3], tokens[4]);
+                    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&msg.payload)
+                    else {
+                        continue;
+                    };
+                    let side_ok = matches!(
+                        obj.get("side").and_then(Value::as_str),
+                        Some("buy" | "sell")
+                    );
+                    if !(obj.contains_key("price") && obj.contains_key("quantity") && side_ok) {
+                        continue;
+                    }
+                    if let Some(ts) = obj.remove("trade_ts_ms") {
+                        obj.insert("event_ts_ms".into(), ts);
+                    }
+                    for field in ["price", "quantity"] {
+                        let number = obj
+                            .get(field)
+                            .and_then(Value::as_str)
+                            .and_then(|s| s.parse::<f64>().ok())
+                            .and_then(serde_json::Number::from_f64);
+                        if let Some(n) = number {
+                            obj.insert(field.into(), Value::Number(n));
+                        }
+                    }
+                    obj.insert("venue".into(), json!(format!("{exchange}.{market_type}")));
+                    obj.insert("routed_at_ms".into(), json!(now_ms()));
+                    obj.remove("publisher");
+                    obj.remove("data_source");
+                    let trade_id = obj
+                        .get("trade_id")
                         .and_then(Value::as_str)
-                        .and_then(|s| s.parse::<f64>().ok())
-                        .and_then(serde_json::Number::from_f64);
-                    if let Some(n) = number {
-                        obj.insert(field.into(), Value::Number(n));
+                        .unwrap_or("")
+                        .to_string();
+                    let body = serde_json::to_vec(&Value::Object(obj)).unwrap();
+                    let mut headers = HeaderMap::new();
+                    headers.insert(
+                        "Nats-Msg-Id",
+                        format!("{exchange}:{symbol}:{trade_id}").as_str(),
+                    );
+                    let subject = format!("raw.canonical.trade.{exchange}.{market_type}.{symbol}");
+                    if client
+                        .publish_with_headers(subject, headers, body.into())
+                        .await
+                        .is_err()
+                    {
+                        break;
                     }
                 }
-                obj.insert("venue".into(), json!(format!("{exchange}.{market_type}")));
-                obj.insert("routed_at_ms".into(), json!(now_ms()));
-                obj.remove("publisher");
-                obj.remove("data_source");
-                let trade_id = obj
-                    .get("trade_id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let body = serde_json::to_vec(&Value::Object(obj)).unwrap();
-                let mut headers = HeaderMap::new();
-                headers.insert(
-                    "Nats-Msg-Id",
-                    format!("{exchange}:{symbol}:{trade_id}").as_str(),
-                );
-                let subject = format!("raw.canonical.trade.{exchange}.{market_type}.{symbol}");
-                if client
-                    .publish_with_headers(subject, headers, body.into())
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-    })
+            });
+        })
+        .unwrap()
 }
 
 /// The `bench_sent_ns` stamp of an output, found without parsing the whole payload (the
@@ -184,6 +192,9 @@ fn sent_ns(payload: &[u8]) -> Option<u64> {
 /// Counts outputs on `filter`; with `latency`, records publish → receive times (µs).
 struct Sink {
     received: Arc<AtomicU64>,
+    /// Signalled every [`PROGRESS_EVERY`] outputs, so a publisher with a full window waits
+    /// instead of spinning on the cores it measures.
+    progress: Arc<tokio::sync::Notify>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Vec<u64>>,
 }
@@ -206,6 +217,8 @@ async fn sink(url: &str, filter: &'static str, latency: bool) -> Sink {
     client.flush().await.unwrap();
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let signal = progress.clone();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let _client = client;
@@ -221,16 +234,25 @@ async fn sink(url: &str, filter: &'static str, latency: bool) -> Sink {
                     latencies.push(now_ns().saturating_sub(sent) / 1000);
                 }
             }
-            counter.fetch_add(1, Ordering::Relaxed);
+            if counter
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(PROGRESS_EVERY)
+            {
+                signal.notify_one();
+            }
         }
         latencies
     });
     Sink {
         received,
+        progress,
         stop,
         task,
     }
 }
+
+/// How many outputs apart a [`Sink`] signals progress.
+const PROGRESS_EVERY: u64 = 250;
 
 /// Publishes as fast as the window allows for `secs`; returns (sent, received, elapsed).
 async fn throughput(url: &str, prefix: &str, sink: &Sink, secs: Duration) -> (u64, u64, Duration) {
@@ -246,7 +268,9 @@ async fn throughput(url: &str, prefix: &str, sink: &Sink, secs: Duration) -> (u6
     let mut sent = 0u64;
     while started.elapsed() < secs {
         if sent - received() >= WINDOW {
-            tokio::task::yield_now().await;
+            // at least WINDOW / PROGRESS_EVERY signals are still to come unless outputs are
+            // lost; the timeout keeps a loss from stalling the phase
+            let _ = tokio::time::timeout(Duration::from_millis(2), sink.progress.notified()).await;
             continue;
         }
         let i = (sent as usize) % SYMBOLS.len();
@@ -318,10 +342,23 @@ async fn measure_core(service: &Service, sides: &[Side; 2], secs: Duration, rate
         sink(&service.nats, sides[0].out, false).await,
         sink(&service.nats, sides[1].out, false).await,
     ];
+    // CPU of each process during each side's windows: where the time goes per message.
+    let broker = format!("/proc/{}", service.child.id());
+    let nats = children(service.child.id())
+        .first()
+        .map(|pid| format!("/proc/{pid}"))
+        .unwrap_or_default();
+    let forwarder = own_thread("forwarder").unwrap_or_default();
+    let paths = [broker, nats, "/proc/self".to_string(), forwarder];
+    let mut cpu = [[0u64; 4]; 2];
     for _ in 0..ROUNDS {
         for (i, side) in sides.iter().enumerate() {
+            let before = paths.each_ref().map(|p| cpu_ticks(p));
             let (sent, received, elapsed) =
                 throughput(&service.nats, side.prefix, &sinks[i], secs / ROUNDS).await;
+            for (k, p) in paths.iter().enumerate() {
+                cpu[i][k] += cpu_ticks(p).saturating_sub(before[k]);
+            }
             totals[i].0 += sent;
             totals[i].1 += received;
             totals[i].2 += elapsed;
@@ -329,6 +366,23 @@ async fn measure_core(service: &Service, sides: &[Side; 2], secs: Duration, rate
     }
     for s in sinks {
         s.finish().await;
+    }
+    println!();
+    println!("CPU per output message in the throughput phase, µs (the bench process holds the publisher, the sinks and the forwarder's thread):");
+    println!();
+    println!("| side | broker | nats-server | bench process | of which forwarder | cores busy |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (i, side) in sides.iter().enumerate() {
+        let per = |ticks: u64| ticks as f64 * 10_000.0 / totals[i].1.max(1) as f64;
+        let busy = (cpu[i][0] + cpu[i][1] + cpu[i][2]) as f64 / 100.0 / totals[i].2.as_secs_f64();
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {busy:.2} |",
+            side.name,
+            per(cpu[i][0]),
+            per(cpu[i][1]),
+            per(cpu[i][2]),
+            per(cpu[i][3])
+        );
     }
     let mut sinks = Vec::new();
     for side in sides {

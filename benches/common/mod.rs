@@ -72,6 +72,75 @@ pub fn rss_mib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time (user + system) of process or thread `path` (`/proc/<pid>` or
+/// `/proc/<pid>/task/<tid>`), in clock ticks (1/100 s).
+pub fn cpu_ticks(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("{path}/stat")).unwrap_or_default();
+    // after the command name in parentheses: state is field 3, utime 14, stime 15
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
+}
+
+/// The CPU ticks each of `paths` spends between `warmup` and `warmup + secs` from now:
+/// spawn it beside a [`drive`] call with the same durations.
+pub fn cpu_during(
+    paths: Vec<String>,
+    warmup: Duration,
+    secs: Duration,
+) -> tokio::task::JoinHandle<Vec<u64>> {
+    tokio::spawn(async move {
+        tokio::time::sleep(warmup).await;
+        let before: Vec<u64> = paths.iter().map(|p| cpu_ticks(p)).collect();
+        tokio::time::sleep(secs).await;
+        paths
+            .iter()
+            .zip(before)
+            .map(|(p, b)| cpu_ticks(p).saturating_sub(b))
+            .collect()
+    })
+}
+
+/// The direct children of process `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return found;
+    };
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        found.extend(
+            text.split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    found
+}
+
+/// The thread of this process named `name`, as a `/proc` path for [`cpu_ticks`].
+pub fn own_thread(name: &str) -> Option<String> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    // the newest (highest thread id) of that name: an earlier one may still be ending
+    tasks
+        .flatten()
+        .filter(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            comm.trim() == name
+        })
+        .filter_map(|task| {
+            let tid: u64 = task.file_name().to_str()?.parse().ok()?;
+            Some((tid, task.path().to_string_lossy().into_owned()))
+        })
+        .max()
+        .map(|(_, path)| path)
+}
+
 /// Starts the service. `rules` are `(file name, text)` pairs for `routes.d/` and
 /// `transforms/` (a name under `transforms/` starts with `transforms/`); `extra` is merged
 /// into the config's top level.

@@ -419,35 +419,54 @@ async fn send(state: &AppState, publisher: &Publisher, out: &Outgoing) -> Result
     })
 }
 
+/// The answer for one published entry: ours (`jetstream`, `sequence`, `duplicate`) and the
+/// Python service's (`message_id`, `stream`, `published_at`, `message_size`). Serialized
+/// straight into the response, without a `Value` tree.
+#[derive(Debug, serde::Serialize)]
+struct Published {
+    subject: String,
+    jetstream: bool,
+    stream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate: Option<bool>,
+    message_id: Option<u64>,
+    published_at: String,
+    message_size: usize,
+}
+
 /// Awaits the ack and describes the result.
-async fn finish(state: &AppState, sent: Sent) -> Result<Value, Failure> {
+async fn finish(state: &AppState, sent: Sent) -> Result<Published, Failure> {
     let Sent {
         subject,
         size,
         pending,
     } = sent;
     match pending {
-        Pending::Core => Ok(json!({
-            "subject": subject,
-            "jetstream": false,
-            "stream": null,
-            "message_id": null,
-            "published_at": timestamp(),
-            "message_size": size,
-        })),
+        Pending::Core => Ok(Published {
+            subject,
+            jetstream: false,
+            stream: None,
+            sequence: None,
+            duplicate: None,
+            message_id: None,
+            published_at: timestamp(),
+            message_size: size,
+        }),
         Pending::JetStream { stream, ack } => match ack.await {
             Ok(ack) => {
                 state.streams.clear_refusing(&stream);
-                Ok(json!({
-                    "subject": subject,
-                    "jetstream": true,
-                    "stream": ack.stream,
-                    "sequence": ack.sequence,
-                    "duplicate": ack.duplicate,
-                    "message_id": ack.sequence,
-                    "published_at": timestamp(),
-                    "message_size": size,
-                }))
+                Ok(Published {
+                    subject,
+                    jetstream: true,
+                    stream: Some(ack.stream),
+                    sequence: Some(ack.sequence),
+                    duplicate: Some(ack.duplicate),
+                    message_id: Some(ack.sequence),
+                    published_at: timestamp(),
+                    message_size: size,
+                })
             }
             Err(e) => Err(ack_failure(state, &stream, AckFailure::of(&e))),
         },
@@ -476,7 +495,7 @@ async fn publish_one(
     state: &AppState,
     publisher: &Publisher,
     out: &Outgoing,
-) -> Result<Value, ApiError> {
+) -> Result<Published, ApiError> {
     let deadline = state.request_timeout();
     let end = Instant::now() + deadline;
     let mut pause = NO_RESPONDERS_PAUSE;
@@ -603,7 +622,8 @@ pub async fn publish_batch(
         .map(|(index, result)| {
             count(&state, result.is_ok());
             match result {
-                Ok(mut value) => {
+                Ok(published) => {
+                    let mut value = json!(published);
                     if let Some(map) = value.as_object_mut() {
                         map.insert("index".into(), json!(index));
                         map.insert("status".into(), json!("success"));

@@ -294,7 +294,7 @@ impl CompiledRoute {
         payload: &Bytes,
         now_ms: i64,
     ) -> RouteOutcome {
-        self.run(subject, headers, payload, now_ms, None)
+        self.run(subject, headers, payload, now_ms, None, true)
     }
 
     /// Runs one message through the route with its task's state.
@@ -306,7 +306,7 @@ impl CompiledRoute {
         now_ms: i64,
         state: &mut RouteState,
     ) -> RouteOutcome {
-        self.run(subject, headers, payload, now_ms, Some(state))
+        self.run(subject, headers, payload, now_ms, Some(state), true)
     }
 
     /// What the stateful steps let go of at `now_ms` (conflated messages whose interval
@@ -346,6 +346,8 @@ impl CompiledRoute {
         out
     }
 
+    /// Matches the subject and runs the message; `lazy` false keeps it off the lazy reader
+    /// (the tests that compare the two paths).
     fn run(
         &self,
         subject: &str,
@@ -353,6 +355,7 @@ impl CompiledRoute {
         payload: &Bytes,
         now_ms: i64,
         state: Option<&mut RouteState>,
+        lazy: bool,
     ) -> RouteOutcome {
         let Some(captures) = self.pattern.matches(subject) else {
             return RouteOutcome::NoMatch;
@@ -365,7 +368,7 @@ impl CompiledRoute {
         };
         // a pipeline whose first step needs the whole `Value` would parse the payload
         // twice: such a route parses it once, the old way
-        if self.needs_json && (self.pipeline.is_empty() || self.pipeline.lazy_steps() > 0) {
+        if lazy && self.needs_json && (self.pipeline.is_empty() || self.pipeline.lazy_steps() > 0) {
             if let Some(object) = LazyObject::parse(payload) {
                 return self.run_lazy(&ctx, object, payload, state);
             }
@@ -709,16 +712,7 @@ impl CompiledRoute {
         payload: &Bytes,
         now_ms: i64,
     ) -> RouteOutcome {
-        let Some(captures) = self.pattern.matches(subject) else {
-            return RouteOutcome::NoMatch;
-        };
-        let ctx = MessageContext {
-            subject,
-            captures: &captures,
-            headers,
-            now_ms,
-        };
-        self.run_parsed(&ctx, payload, None)
+        self.run(subject, headers, payload, now_ms, None, false)
     }
 }
 

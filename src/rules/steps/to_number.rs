@@ -56,28 +56,7 @@ impl Transform for ToNumber {
             let Some(slot) = field.get_mut(&mut payload) else {
                 continue;
             };
-            match slot {
-                Value::Null | Value::Number(_) => {}
-                Value::String(text) => match number_from_text(text) {
-                    Some(n) => *slot = Value::Number(n),
-                    None => {
-                        return Err(TransformError::wrong_type(
-                            KIND,
-                            field.as_str(),
-                            "a numeric string",
-                            slot,
-                        ))
-                    }
-                },
-                other => {
-                    return Err(TransformError::wrong_type(
-                        KIND,
-                        field.as_str(),
-                        "a numeric string",
-                        other,
-                    ))
-                }
-            }
+            convert(field, slot)?;
         }
         Ok(Applied::One(payload))
     }
@@ -100,27 +79,38 @@ impl Transform for ToNumber {
                 }
             }
             // read first: a field left as it is stays verbatim
-            let number = match field.get_lazy(object) {
-                None | Some(Value::Null | Value::Number(_)) => continue,
-                Some(Value::String(text)) => number_from_text(text),
-                Some(_) => None,
-            };
-            let Some(slot) = field.get_mut_lazy(object) else {
+            if matches!(
+                field.get_lazy(object),
+                None | Some(Value::Null | Value::Number(_))
+            ) {
                 continue;
-            };
-            match number {
-                Some(n) => *slot = Value::Number(n),
-                None => {
-                    return Err(TransformError::wrong_type(
-                        KIND,
-                        field.as_str(),
-                        "a numeric string",
-                        slot,
-                    ))
-                }
+            }
+            if let Some(slot) = field.get_mut_lazy(object) {
+                convert(field, slot)?;
             }
         }
         Ok(())
+    }
+}
+
+/// A numeric string becomes its number; `null` and numbers stay; anything else is an error.
+fn convert(field: &FieldPath, slot: &mut Value) -> Result<(), TransformError> {
+    let number = match slot {
+        Value::Null | Value::Number(_) => return Ok(()),
+        Value::String(text) => number_from_text(text),
+        _ => None,
+    };
+    match number {
+        Some(n) => {
+            *slot = Value::Number(n);
+            Ok(())
+        }
+        None => Err(TransformError::wrong_type(
+            KIND,
+            field.as_str(),
+            "a numeric string",
+            slot,
+        )),
     }
 }
 

@@ -181,13 +181,19 @@ pub fn set_field(
     field: &FieldPath,
     value: Value,
 ) -> Result<(), TransformError> {
-    field
-        .set(payload, value)
-        .map_err(|message| TransformError::Failed {
-            kind,
-            field: field.as_str().into(),
-            message,
-        })
+    field.set(payload, value).map_err(set_failed(kind, field))
+}
+
+/// The error of a field that could not be set (a parent is not an object).
+fn set_failed<'f>(
+    kind: &'static str,
+    field: &'f FieldPath,
+) -> impl FnOnce(String) -> TransformError + 'f {
+    move |message| TransformError::Failed {
+        kind,
+        field: field.as_str().into(),
+        message,
+    }
 }
 
 /// [`set_field`] on a lazily read payload.
@@ -199,11 +205,7 @@ pub fn set_field_lazy<'a>(
 ) -> Result<(), TransformError> {
     field
         .set_lazy(payload, slot)
-        .map_err(|message| TransformError::Failed {
-            kind,
-            field: field.as_str().into(),
-            message,
-        })
+        .map_err(set_failed(kind, field))
 }
 
 pub fn parse_field(kind: &'static str, name: &str) -> Result<FieldPath, TransformError> {

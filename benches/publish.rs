@@ -6,8 +6,9 @@
 //! `BENCH_BATCH_CONCURRENCY` connections, default 8; latencies of the batch row are per
 //! request; `BENCH_WORKERS`, the service's HTTP workers, default 0 = one per core). Also
 //! prints the CPU that the broker, its nats-server and the bench process spent per acked
-//! message in each measured phase, from `/proc`. Starts the release `prism-broker` binary with its own nats-server on free
-//! loopback ports and a temp data dir; everything stops when the run ends.
+//! message in each measured phase, from `/proc`. Starts the release `prism-broker` binary
+//! with its own nats-server on free loopback ports and a temp data dir; everything stops
+//! when the run ends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,8 +17,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    children, cpu_during, env_or, listing_only, raw_publishers, rest_batch_publishers,
-    rest_publishers, start_service,
+    cpu_during, env_or, listing_only, raw_publishers, rest_batch_publishers, rest_publishers,
+    start_service,
 };
 use serde_json::json;
 
@@ -45,9 +46,8 @@ fn main() {
 
         // CPU of the broker, its nats-server and this process (the load generator) in
         // each measured phase.
-        let pid = service.child.id();
-        let nats = children(pid).first().map(|c| format!("/proc/{c}")).unwrap_or_default();
-        let paths = vec![format!("/proc/{pid}"), nats, "/proc/self".to_string()];
+        let [broker, nats] = service.procs();
+        let paths = vec![broker, nats, "/proc/self".to_string()];
 
         // Baseline: raw async-nats JetStream publish + ack, same server, same concurrency.
         let client = async_nats::connect(&service.nats).await.unwrap();

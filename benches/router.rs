@@ -44,8 +44,8 @@ use async_nats::jetstream::{self, consumer::pull};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use common::{
-    children, cpu_ticks, env_or, listing_only, own_thread, percentile_ms, shipped_rules,
-    start_service, Service, TRADE,
+    cpu_ticks, env_or, listing_only, own_thread, percentile_ms, shipped_rules, start_service,
+    Service, TRADE,
 };
 use futures::StreamExt;
 use prism_broker::config::MARKET_DATA_SUBJECTS;
@@ -344,11 +344,7 @@ async fn measure_core(service: &Service, sides: &[Side; 2], secs: Duration, rate
         sink(&service.nats, sides[1].out, false).await,
     ];
     // CPU of each process during each side's windows: where the time goes per message.
-    let broker = format!("/proc/{}", service.child.id());
-    let nats = children(service.child.id())
-        .first()
-        .map(|pid| format!("/proc/{pid}"))
-        .unwrap_or_default();
+    let [broker, nats] = service.procs();
     let forwarder = own_thread("forwarder").unwrap_or_default();
     let paths = [broker, nats, "/proc/self".to_string(), forwarder];
     let mut cpu = [[0u64; 4]; 2];

@@ -52,6 +52,16 @@ impl Service {
     pub fn rss_mib(&self) -> (u64, u64) {
         rss_mib(self.child.id())
     }
+
+    /// The `/proc` paths of the broker and of the nats-server it started, for [`cpu_ticks`].
+    pub fn procs(&self) -> [String; 2] {
+        let pid = self.child.id();
+        let nats = children(pid)
+            .first()
+            .map(|c| format!("/proc/{c}"))
+            .unwrap_or_default();
+        [format!("/proc/{pid}"), nats]
+    }
 }
 
 /// Resident memory (current, peak) of process `pid` in MiB.
